@@ -1,0 +1,34 @@
+# The README's commands. Each target creates .venv if it is missing and installs the project
+# (editable, with its test extra). The install is idempotent: a stamp file records the hash of
+# setup.cfg + pyproject.toml, and pip only runs again when they change.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mlff-installed
+DEPS_HASH := $(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+
+.PHONY: setup demo test bench clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)
+	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$(DEPS_HASH)" ]; then \
+		echo "installing mlff and its dependencies into $(VENV) (first time: several GB for torch)"; \
+		$(PY) -m pip install --quiet -e ".[test]" && echo "$(DEPS_HASH)" > $(STAMP); \
+	else \
+		echo "$(VENV) is up to date"; \
+	fi
+
+demo: setup
+	$(VENV)/bin/mlff demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/neighbors.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""Shared helpers for benchmarks: timing, versions, and the result-record schema of
+shared/DESIGN.md (benchmark, system, n_atoms, dtype, threads, device, metric, ours, peer,
+peer_value, speedup, date, versions)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def versions(*packages: str) -> Dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("mlff", "torch", *packages):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.system()}"
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def record(
+    benchmark: str,
+    system: str,
+    n_atoms: int,
+    metric: str,
+    ours: float,
+    peer: Optional[str],
+    peer_value: Optional[float],
+    *,
+    dtype: str,
+    threads: int,
+    device: str = "cpu",
+    lower_is_better: bool = True,
+    vers: Optional[Dict[str, str]] = None,
+    **extra: object,
+) -> Dict[str, object]:
+    """One result record; ``speedup`` > 1 means ours is better than the peer."""
+    speedup = None
+    if peer_value is not None and ours:
+        speedup = peer_value / ours if lower_is_better else ours / peer_value
+    rec = {
+        "benchmark": benchmark,
+        "system": system,
+        "n_atoms": n_atoms,
+        "dtype": dtype,
+        "threads": threads,
+        "device": device,
+        "metric": metric,
+        "ours": ours,
+        "peer": peer,
+        "peer_value": peer_value,
+        "speedup": speedup,
+        "date": _dt.date.today().isoformat(),
+        "versions": vers or versions(),
+        "machine": machine(),
+    }
+    rec.update(extra)
+    return rec
+
+
+def write_results(name: str, records: List[Dict[str, object]]) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,292 @@
+"""Label structures with a real quantum-chemistry method: GFN2-xTB (or GFN1-xTB) via tblite.
+
+``label_file(IN, OUT)`` reads every frame ase.io can read from IN, computes energy and forces
+(and stress for periodic frames) with tblite's ASE calculator in ``n_workers`` processes, and
+writes an extxyz file OUT whose frames carry:
+
+- ``info[energy_key]`` (eV), ``arrays[forces_key]`` (eV/A), ``info[stress_key]`` (periodic only,
+  Voigt xx yy zz yz xz xy, eV/A^3, ASE sign);
+- ``info["label_index"]``: the frame's index in IN; ``info["label_method"]``,
+  ``info["label_software"]``, ``info["label_settings"]``: what produced the numbers.
+
+Frames may set ``info["charge"]`` and ``info["multiplicity"]`` (defaults 0 and the lowest
+possible). Frames whose SCF fails are reported and skipped, never silently relabelled.
+
+Nothing is lost on a kill: labelled chunks go to ``OUT.partial/`` as separate files, each written
+to a temporary name and renamed; a rerun with the same input and settings skips every chunk
+already there; OUT itself appears (atomically) only when all chunks are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from ase import Atoms
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """How frames are labelled. Keys name where results are stored in the output extxyz."""
+
+    method: str = "GFN2-xTB"
+    accuracy: float = 1.0
+    electronic_temperature: float = 300.0
+    max_iterations: int = 250
+    energy_key: str = "energy_xtb"
+    forces_key: str = "forces_xtb"
+    stress_key: str = "stress_xtb"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown labelling method {self.method!r}; valid methods: {METHODS}")
+        if not self.accuracy > 0:
+            raise ValueError(f"accuracy must be positive, got {self.accuracy}")
+
+
+def _software_versions() -> str:
+    from importlib.metadata import version
+
+    return f"tblite {version('tblite')}; ase {version('ase')}"
+
+
+def _default_multiplicity(atoms: Atoms, charge: int) -> int:
+    n_electrons = int(atoms.numbers.sum()) - charge
+    return 1 if n_electrons % 2 == 0 else 2
+
+
+def make_calculator(settings: LabelSettings, charge: int = 0, multiplicity: int = 1):
+    """tblite's ASE calculator for ``settings``."""
+    from tblite.ase import TBLite
+
+    return TBLite(
+        method=settings.method,
+        accuracy=settings.accuracy,
+        electronic_temperature=settings.electronic_temperature,
+        max_iterations=settings.max_iterations,
+        charge=charge,
+        multiplicity=multiplicity,
+        verbosity=0,
+    )
+
+
+def label_atoms(atoms: Atoms, settings: LabelSettings) -> Atoms:
+    """Return a labelled copy of ``atoms`` (raises RuntimeError if the SCF fails)."""
+    charge = int(atoms.info.get("charge", 0))
+    multiplicity = int(atoms.info.get("multiplicity", _default_multiplicity(atoms, charge)))
+    work = atoms.copy()
+    work.calc = make_calculator(settings, charge, multiplicity)
+    try:
+        energy = float(work.get_potential_energy())
+        forces = np.array(work.get_forces(), dtype=np.float64)
+        stress = np.array(work.get_stress(voigt=True)) if work.pbc.any() else None
+    except Exception as exc:  # tblite raises plain RuntimeError/TBLiteRuntimeError on SCF failure
+        raise RuntimeError(f"{settings.method} failed: {exc}") from exc
+    out = atoms.copy()
+    out.calc = None
+    out.info[settings.energy_key] = energy
+    out.arrays[settings.forces_key] = forces
+    if stress is not None:
+        out.info[settings.stress_key] = stress
+    out.info["label_method"] = settings.method
+    out.info["label_software"] = _software_versions()
+    out.info["label_settings"] = json.dumps(
+        {
+            "accuracy": settings.accuracy,
+            "electronic_temperature_K": settings.electronic_temperature,
+            "charge": charge,
+            "multiplicity": multiplicity,
+        },
+        sort_keys=True,
+    )
+    return out
+
+
+# --- worker side ---------------------------------------------------------------------------
+
+_WORKER_SETTINGS: Optional[LabelSettings] = None
+
+
+def _init_worker(settings: LabelSettings) -> None:
+    # One OpenMP thread per process: the parallelism is across frames.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    global _WORKER_SETTINGS
+    _WORKER_SETTINGS = settings
+
+
+def _label_chunk(task: Tuple[int, List[Atoms]]) -> Tuple[int, List[Atoms], List[Tuple[int, str]]]:
+    start, frames = task
+    assert _WORKER_SETTINGS is not None
+    done: List[Atoms] = []
+    failed: List[Tuple[int, str]] = []
+    for k, atoms in enumerate(frames):
+        index = start + k
+        try:
+            labelled = label_atoms(atoms, _WORKER_SETTINGS)
+        except RuntimeError as exc:
+            failed.append((index, str(exc)))
+            continue
+        labelled.info["label_index"] = index
+        done.append(labelled)
+    return start, done, failed
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
+    """Write ``frames`` to ``path`` through a temporary file and a rename (never half-written)."""
+    import ase.io
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    ase.io.write(tmp, list(frames), format="extxyz")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class LabelReport:
+    """What :func:`label_file` did."""
+
+    output: str
+    n_input: int
+    n_labelled: int
+    n_skipped_already_done: int
+    failed: List[Tuple[int, str]] = field(default_factory=list)
+
+
+def label_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    settings: LabelSettings = LabelSettings(),
+    n_workers: int = 2,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> LabelReport:
+    """Label every frame of ``input_path`` and write ``output_path`` (extxyz); resumable.
+
+    Args:
+        input_path: any file ase.io reads (extxyz, xyz, pdb, traj, ...).
+        output_path: extxyz file to create; ``output_path + ".partial/"`` holds work in progress.
+        settings: method and output keys.
+        n_workers: processes (each single-threaded).
+        chunk_size: frames per checkpointed chunk.
+        progress: show a tqdm progress bar.
+    """
+    import ase.io
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise FileNotFoundError(f"input file {input_path} does not exist")
+    frames = ase.io.read(input_path, index=":")
+    n = len(frames)
+    identity = {
+        "input_sha256": _hash_file(input_path),
+        "n_frames": n,
+        "chunk_size": chunk_size,
+        "settings": asdict(settings),
+    }
+    partial = output_path.with_name(output_path.name + ".partial")
+
+    if output_path.exists():
+        try:
+            existing = ase.io.read(output_path, index=":")
+        except Exception:  # unreadable: certainly not our finished output
+            existing = []
+        meta = existing[0].info.get("label_input_sha256") if existing else None
+        if existing and meta == identity["input_sha256"] and all(
+            f.info.get("label_method") == settings.method for f in existing
+        ):
+            logger.info("%s is already labelled; nothing to do", output_path)
+            return LabelReport(str(output_path), n, 0, len(existing))
+        raise FileExistsError(
+            f"{output_path} exists but was not produced from {input_path} with {settings.method}; "
+            "remove it or choose another output path"
+        )
+
+    partial.mkdir(parents=True, exist_ok=True)
+    meta_path = partial / "identity.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old != identity:
+            raise RuntimeError(
+                f"{partial} holds work for a different input or settings ({old['settings']}); "
+                "delete that folder to start over"
+            )
+    else:
+        _atomic_write_text(meta_path, json.dumps(identity, indent=1, sort_keys=True))
+
+    starts = list(range(0, n, chunk_size))
+    chunk_file: Dict[int, Path] = {s: partial / f"chunk_{s:08d}.extxyz" for s in starts}
+    fail_file: Dict[int, Path] = {s: partial / f"chunk_{s:08d}.failed.json" for s in starts}
+    todo = [s for s in starts if not fail_file[s].exists()]
+    n_skipped = n - sum(min(chunk_size, n - s) for s in todo)
+    tasks = [(s, frames[s : s + chunk_size]) for s in todo]
+
+    bar = tqdm(total=n, initial=n_skipped, desc=f"labelling {settings.method}", unit="frame",
+               disable=not progress)
+    if tasks:
+        ctx = mp.get_context("spawn")
+        workers = max(1, min(n_workers, len(tasks)))
+        if workers == 1:
+            _init_worker(settings)
+            results = map(_label_chunk, tasks)
+            pool = None
+        else:
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings,))
+            results = pool.imap_unordered(_label_chunk, tasks)
+        try:
+            for start, done, failed in results:
+                for frame in done:
+                    frame.info["label_input_sha256"] = identity["input_sha256"]
+                atomic_write_extxyz(chunk_file[start], done)
+                # The .failed.json marker is written last: it is what marks a chunk complete.
+                _atomic_write_text(fail_file[start], json.dumps(failed))
+                bar.update(min(chunk_size, n - start))
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+    bar.close()
+
+    labelled: List[Atoms] = []
+    failures: List[Tuple[int, str]] = []
+    for s in starts:
+        failures += [tuple(x) for x in json.loads(fail_file[s].read_text())]
+        if chunk_file[s].exists() and chunk_file[s].stat().st_size > 0:
+            labelled += ase.io.read(chunk_file[s], index=":")
+    for index, why in failures:
+        logger.warning("frame %d of %s was not labelled: %s", index, input_path, why)
+    atomic_write_extxyz(output_path, labelled)
+    shutil.rmtree(partial)
+    return LabelReport(str(output_path), n, len(labelled) - n_skipped, n_skipped, failures)

@@ -1,0 +1,153 @@
+"""Dataset statistics used to initialise models and to describe data.
+
+- E0s: isolated-atom energies per element (eV), from isolated-atom frames when present
+  (``config_type == "IsolatedAtom"`` or one-atom frames), else by least squares of total energy
+  against composition;
+- average number of neighbours within the model cutoff (normalises message sums);
+- force RMS (eV/A; a natural energy scale for the readout) and the mean interaction energy per
+  atom after E0 subtraction (a natural shift).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+
+
+def _energy(atoms: Atoms, key: str) -> Optional[float]:
+    if key in atoms.info:
+        return float(atoms.info[key])
+    if key in ("energy", "free_energy") and atoms.calc is not None:
+        return float(atoms.calc.results.get(key)) if key in atoms.calc.results else None
+    return None
+
+
+def _forces(atoms: Atoms, key: str) -> Optional[np.ndarray]:
+    if key in atoms.arrays:
+        return np.asarray(atoms.arrays[key], dtype=np.float64)
+    if key == "forces" and atoms.calc is not None and "forces" in atoms.calc.results:
+        return np.asarray(atoms.calc.results["forces"], dtype=np.float64)
+    return None
+
+
+def is_isolated_atom(atoms: Atoms) -> bool:
+    return atoms.info.get("config_type") == "IsolatedAtom" or len(atoms) == 1
+
+
+def compute_e0s(
+    frames: Sequence[Atoms], energy_key: str, elements: Optional[Sequence[int]] = None
+) -> Dict[int, float]:
+    """Per-element reference energies E0 (eV), keyed by atomic number.
+
+    Isolated-atom frames give E0 directly; elements without one get least-squares values fitted
+    to the remaining frames' total energies (E ~ sum_Z n_Z E0_Z).
+    """
+    zs = sorted({int(z) for f in frames for z in f.numbers}) if elements is None else list(elements)
+    e0: Dict[int, float] = {}
+    for f in frames:
+        if is_isolated_atom(f):
+            e = _energy(f, energy_key)
+            if e is not None:
+                e0[int(f.numbers[0])] = e
+    missing = [z for z in zs if z not in e0]
+    if missing:
+        rows, targets = [], []
+        for f in frames:
+            e = _energy(f, energy_key)
+            if e is None or is_isolated_atom(f):
+                continue
+            counts = Counter(int(z) for z in f.numbers)
+            rows.append([counts.get(z, 0) for z in missing])
+            targets.append(e - sum(e0.get(z, 0.0) * c for z, c in counts.items() if z in e0))
+        if not rows:
+            raise ValueError(
+                f"cannot compute E0s: no frames with key {energy_key!r} contain "
+                f"{[chemical_symbols[z] for z in missing]}"
+            )
+        sol, *_ = np.linalg.lstsq(np.array(rows, float), np.array(targets), rcond=None)
+        for z, v in zip(missing, sol):
+            e0[z] = float(v)
+    return {z: e0[z] for z in zs}
+
+
+def average_num_neighbors(frames: Sequence[Atoms], cutoff: float) -> float:
+    """Mean number of neighbours within ``cutoff`` (A) per atom, over all atoms of ``frames``."""
+    import torch
+
+    from mlff.neighbors import vesin_neighbor_list
+
+    n_edges = 0
+    n_atoms = 0
+    for f in frames:
+        ei, _ = vesin_neighbor_list(
+            torch.from_numpy(np.asarray(f.positions, dtype=np.float64)),
+            cutoff,
+            torch.from_numpy(np.asarray(f.cell.array, dtype=np.float64)),
+            torch.from_numpy(np.asarray(f.pbc)),
+        )
+        n_edges += ei.shape[1]
+        n_atoms += len(f)
+    return n_edges / max(n_atoms, 1)
+
+
+def dataset_statistics(
+    frames: Sequence[Atoms],
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    cutoff: float = 5.0,
+) -> Dict[str, object]:
+    """Summary of a labelled dataset (JSON-serialisable).
+
+    Returns keys: n_configs, n_atoms_total, n_atoms (min/mean/max), elements (symbol -> atom
+    count), e0s_eV (symbol -> E0), e0_source, interaction_energy_per_atom_eV (mean/std after E0
+    subtraction, molecules only), force_rms_eV_per_A, force_max_eV_per_A, avg_num_neighbors and
+    the cutoff it was computed at, config sources (sample_method x temperature counts).
+    """
+    frames = list(frames)
+    sizes = np.array([len(f) for f in frames])
+    element_counts = Counter(chemical_symbols[int(z)] for f in frames for z in f.numbers)
+    has_isolated = {int(f.numbers[0]) for f in frames if is_isolated_atom(f)}
+    e0 = compute_e0s(frames, energy_key)
+    per_atom: List[float] = []
+    force_sq: List[np.ndarray] = []
+    for f in frames:
+        if is_isolated_atom(f):
+            continue
+        e = _energy(f, energy_key)
+        if e is not None:
+            per_atom.append((e - sum(e0[int(z)] for z in f.numbers)) / len(f))
+        fr = _forces(f, forces_key)
+        if fr is not None:
+            force_sq.append((fr**2).reshape(-1))
+    all_f2 = np.concatenate(force_sq) if force_sq else np.zeros(1)
+    sources = Counter(
+        f"{f.info.get('sample_method', f.info.get('config_type', 'unknown'))}"
+        + (f"@{f.info['temperature_K']:.0f}K" if "temperature_K" in f.info else "")
+        for f in frames
+    )
+    return {
+        "n_configs": len(frames),
+        "n_atoms_total": int(sizes.sum()),
+        "n_atoms": {"min": int(sizes.min()), "mean": float(sizes.mean()), "max": int(sizes.max())},
+        "elements": dict(sorted(element_counts.items(), key=lambda kv: atomic_numbers[kv[0]])),
+        "e0s_eV": {chemical_symbols[z]: v for z, v in e0.items()},
+        "e0_source": {
+            chemical_symbols[z]: ("isolated atom" if z in has_isolated else "least squares")
+            for z in e0
+        },
+        "interaction_energy_per_atom_eV": {
+            "mean": float(np.mean(per_atom)) if per_atom else None,
+            "std": float(np.std(per_atom)) if per_atom else None,
+        },
+        "force_rms_eV_per_A": float(np.sqrt(all_f2.mean())),
+        "force_max_eV_per_A": float(np.sqrt(all_f2.max())),
+        "avg_num_neighbors": average_num_neighbors(
+            [f for f in frames if not is_isolated_atom(f)], cutoff
+        ),
+        "avg_num_neighbors_cutoff_A": cutoff,
+        "sources": dict(sorted(sources.items())),
+    }

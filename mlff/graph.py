@@ -1,0 +1,230 @@
+"""The atomic graph: one definition of keys, shapes, units and dtypes, used everywhere.
+
+A graph (or a batch of B graphs with N atoms and E edges in total) is a ``Dict[str, Tensor]``
+so that it passes through TorchScript unchanged. Keys and shapes:
+
+==================  ============  ========  ===================================================
+key                 shape         dtype     meaning
+==================  ============  ========  ===================================================
+``positions``       [N, 3]        float     Cartesian positions, Angstrom
+``atomic_numbers``  [N]           int64     Z
+``species``         [N]           int64     index of Z in the model's element list
+``cell``            [B, 3, 3]     float     lattice vectors as rows, Angstrom (zeros if none)
+``pbc``             [B, 3]        bool      periodicity per lattice direction
+``edge_index``      [2, E]        int64     row 0 the sender j, row 1 the receiver i
+``unit_shifts``     [E, 3]        int64     cell image of the sender (integers)
+``shifts``          [E, 3]        float     ``unit_shifts @ cell[batch[i]]``, Angstrom
+``batch``           [N]           int64     graph index of each atom (sorted ascending)
+``ptr``             [B + 1]       int64     atom offsets of each graph
+``energy``          [B]           float64   target total energy, eV
+``forces``          [N, 3]        float64   target forces, eV/A
+``stress``          [B, 3, 3]     float64   target stress, eV/A^3, ASE sign (positive = tensile)
+``virial``          [B, 3, 3]     float64   target virial, eV (``-stress * volume``)
+``weight``          [B]           float64   per-graph loss weight
+``energy_weight``   [B]           float64   1 where the energy target exists, else 0
+``forces_weight``   [B]           float64   1 where the forces target exists, else 0
+``stress_weight``   [B]           float64   1 where the stress target exists, else 0
+==================  ============  ========  ===================================================
+
+The edge vector from receiver i to sender j is ``positions[j] - positions[i] + shifts``; see
+:func:`edge_vectors`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+POSITIONS = "positions"  # [N, 3] float, A
+ATOMIC_NUMBERS = "atomic_numbers"  # [N] int64
+SPECIES = "species"  # [N] int64
+CELL = "cell"  # [B, 3, 3] float, A, rows are lattice vectors
+PBC = "pbc"  # [B, 3] bool
+EDGE_INDEX = "edge_index"  # [2, E] int64, row 0 sender j, row 1 receiver i
+UNIT_SHIFTS = "unit_shifts"  # [E, 3] int64
+SHIFTS = "shifts"  # [E, 3] float, A
+BATCH = "batch"  # [N] int64
+PTR = "ptr"  # [B + 1] int64
+
+ENERGY = "energy"  # [B] float64, eV
+FORCES = "forces"  # [N, 3] float64, eV/A
+STRESS = "stress"  # [B, 3, 3] float64, eV/A^3
+VIRIAL = "virial"  # [B, 3, 3] float64, eV
+WEIGHT = "weight"  # [B] float64
+ENERGY_WEIGHT = "energy_weight"  # [B] float64
+FORCES_WEIGHT = "forces_weight"  # [B] float64
+STRESS_WEIGHT = "stress_weight"  # [B] float64
+
+#: Per-atom keys (concatenated along dim 0 when batching).
+NODE_KEYS = (POSITIONS, ATOMIC_NUMBERS, SPECIES, FORCES)
+#: Per-graph keys (concatenated along dim 0 when batching).
+GRAPH_KEYS = (CELL, PBC, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT)
+#: Per-edge keys.
+EDGE_KEYS = (UNIT_SHIFTS, SHIFTS)
+
+Graph = Dict[str, Tensor]
+
+
+class InputError(ValueError):
+    """Bad structural input (NaN positions, overlapping atoms, degenerate cell, ...).
+
+    The message names the problem and how to fix it.
+    """
+
+
+def validate_structure(
+    positions: Tensor,
+    cell: Optional[Tensor] = None,
+    pbc: Optional[Tensor] = None,
+    min_distance: float = 0.0,
+    where: str = "structure",
+) -> None:
+    """Raise :class:`InputError` for non-finite positions or cells, or a degenerate cell along
+    a periodic direction. Overlaps (``min_distance``) are checked on edges in
+    :func:`check_min_distance`, which needs the neighbour list.
+
+    Args:
+        positions: ``[N, 3]`` (A). cell: ``[3, 3]`` (A). pbc: ``[3]`` bool.
+        where: a label for messages (file and frame, for example).
+    """
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise InputError(f"{where}: positions must have shape [N, 3], got {list(positions.shape)}")
+    if not bool(torch.isfinite(positions).all()):
+        bad = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten().tolist()
+        raise InputError(
+            f"{where}: positions of atoms {bad[:10]} are NaN or infinite; "
+            "check the input structure or the preceding simulation step"
+        )
+    if cell is None or pbc is None or not bool(pbc.any()):
+        return
+    if not bool(torch.isfinite(cell).all()):
+        raise InputError(f"{where}: the cell contains NaN or infinite values")
+    periodic_rows = cell[pbc.to(torch.bool)]
+    lengths = torch.linalg.norm(periodic_rows, dim=1)
+    if bool((lengths < 1e-8).any()):
+        raise InputError(
+            f"{where}: periodic boundary conditions are on (pbc={pbc.tolist()}) but a periodic "
+            "cell vector has zero length; set the cell (e.g. atoms.set_cell) or turn pbc off"
+        )
+    # Degeneracy: the periodic rows must be linearly independent.
+    gram = periodic_rows @ periodic_rows.T
+    det = torch.linalg.det(gram.to(torch.float64))
+    scale = torch.prod(lengths.to(torch.float64) ** 2)
+    if float(det / scale) < 1e-10:
+        raise InputError(
+            f"{where}: the cell is degenerate (periodic lattice vectors are linearly dependent, "
+            f"cell={cell.tolist()}); give three independent lattice vectors"
+        )
+
+
+def check_min_distance(graph: Graph, min_distance: float, where: str = "structure") -> None:
+    """Raise :class:`InputError` when two atoms (or an atom and an image) are closer than
+    ``min_distance`` (A)."""
+    if graph[EDGE_INDEX].shape[1] == 0:
+        return
+    d = torch.linalg.norm(edge_vectors(graph), dim=1)
+    k = int(torch.argmin(d))
+    if float(d[k]) < min_distance:
+        j, i = graph[EDGE_INDEX][:, k].tolist()
+        raise InputError(
+            f"{where}: atoms {i} and {j} are {float(d[k]):.3g} A apart (minimum allowed "
+            f"{min_distance} A); the structure is broken or has duplicated atoms"
+        )
+
+
+def edge_vectors(graph: Graph) -> Tensor:
+    """Edge vectors ``positions[j] - positions[i] + shifts`` ``[E, 3]`` (A)."""
+    sender = graph[EDGE_INDEX][0]
+    receiver = graph[EDGE_INDEX][1]
+    pos = graph[POSITIONS]
+    return pos[sender] - pos[receiver] + graph[SHIFTS]
+
+
+def compute_shifts(unit_shifts: Tensor, cell: Tensor, edge_graph: Tensor) -> Tensor:
+    """Cartesian shifts ``[E, 3]`` from integer ``unit_shifts`` ``[E, 3]``, the batch's cells
+    ``[B, 3, 3]`` and each edge's graph index ``[E]``. Differentiable in ``cell`` (for stress)."""
+    return torch.einsum("ei,eij->ej", unit_shifts.to(cell.dtype), cell[edge_graph])
+
+
+def build_graph(
+    positions: Tensor,
+    atomic_numbers: Tensor,
+    cutoff: float,
+    cell: Optional[Tensor] = None,
+    pbc: Optional[Tensor] = None,
+    species: Optional[Tensor] = None,
+    backend: str = "vesin",
+) -> Graph:
+    """A single graph with its neighbour list.
+
+    Args:
+        positions: ``[N, 3]`` (A). atomic_numbers: ``[N]``. cutoff: A.
+        cell: ``[3, 3]`` (A) or None. pbc: ``[3]`` bool or None (non-periodic).
+        species: ``[N]`` species indices, if the caller has a model's element list.
+        backend: neighbour-list backend, see :mod:`mlff.neighbors`.
+    """
+    from mlff.neighbors import neighbor_list
+
+    device, dtype = positions.device, positions.dtype
+    cell_ = torch.zeros(3, 3, dtype=dtype, device=device) if cell is None else cell.to(dtype)
+    pbc_ = torch.zeros(3, dtype=torch.bool, device=device) if pbc is None else pbc.to(torch.bool)
+    validate_structure(positions, cell_, pbc_)
+    edge_index, unit_shifts = neighbor_list(positions, cutoff, cell_, pbc_, backend=backend)
+    n = positions.shape[0]
+    graph: Graph = {
+        POSITIONS: positions,
+        ATOMIC_NUMBERS: atomic_numbers.to(torch.long),
+        CELL: cell_.unsqueeze(0),
+        PBC: pbc_.unsqueeze(0),
+        EDGE_INDEX: edge_index,
+        UNIT_SHIFTS: unit_shifts,
+        SHIFTS: unit_shifts.to(dtype) @ cell_,
+        BATCH: torch.zeros(n, dtype=torch.long, device=device),
+        PTR: torch.tensor([0, n], dtype=torch.long, device=device),
+    }
+    if species is not None:
+        graph[SPECIES] = species.to(torch.long)
+    return graph
+
+
+def collate(graphs: Sequence[Graph]) -> Graph:
+    """Batch single graphs into one: concatenate atoms, edges and per-graph entries, offset
+    ``edge_index`` by the atom offsets, and build ``batch`` and ``ptr``.
+
+    Keys must be the same in every graph (targets included), so a batch never mixes graphs with
+    and without a target silently; use the ``*_weight`` keys to mark missing targets.
+    """
+    if len(graphs) == 0:
+        raise ValueError("collate needs at least one graph")
+    keys = set(graphs[0].keys())
+    for k, g in enumerate(graphs):
+        if set(g.keys()) != keys:
+            raise ValueError(
+                f"graph {k} has keys {sorted(g.keys())}, graph 0 has {sorted(keys)}; "
+                "every graph in a batch needs the same keys"
+            )
+    counts = [int(g[POSITIONS].shape[0]) for g in graphs]
+    offsets: List[int] = [0]
+    for c in counts:
+        offsets.append(offsets[-1] + c)
+    device = graphs[0][POSITIONS].device
+    out: Graph = {}
+    for key in keys:
+        if key in (EDGE_INDEX, BATCH, PTR):
+            continue
+        out[key] = torch.cat([g[key] for g in graphs], dim=0)
+    out[EDGE_INDEX] = torch.cat(
+        [g[EDGE_INDEX] + off for g, off in zip(graphs, offsets[:-1])], dim=1
+    )
+    out[BATCH] = torch.repeat_interleave(
+        torch.arange(len(graphs), device=device), torch.tensor(counts, device=device)
+    )
+    out[PTR] = torch.tensor(offsets, dtype=torch.long, device=device)
+    return out
+
+
+def num_graphs(graph: Graph) -> int:
+    """Number of graphs B in a (batched) graph."""
+    return int(graph[CELL].shape[0])

@@ -1,0 +1,46 @@
+"""Unit constants: the only place in mlff where conversion factors live.
+
+Internal units are eV (energy), Angstrom (length), amu (mass) and fs (time). OpenMM works in
+kJ/mol, nm and ps; convert at the boundary with the named constants below, never with literals.
+The values come from ``ase.units`` (CODATA 2014, the set ASE uses), so ASE and mlff agree exactly.
+"""
+
+from __future__ import annotations
+
+from ase import units as _ase_units
+
+#: 1 eV expressed in kJ/mol (multiply an energy in eV to get kJ/mol).
+EV_TO_KJ_PER_MOL: float = float(_ase_units.eV / (_ase_units.kJ / _ase_units.mol))
+#: 1 kJ/mol expressed in eV.
+KJ_PER_MOL_TO_EV: float = 1.0 / EV_TO_KJ_PER_MOL
+#: 1 eV expressed in kcal/mol.
+EV_TO_KCAL_PER_MOL: float = float(_ase_units.eV / (_ase_units.kcal / _ase_units.mol))
+#: 1 kcal/mol expressed in eV.
+KCAL_PER_MOL_TO_EV: float = 1.0 / EV_TO_KCAL_PER_MOL
+
+#: 1 Angstrom expressed in nm.
+ANGSTROM_TO_NM: float = float(_ase_units.Angstrom / _ase_units.nm)
+#: 1 nm expressed in Angstrom.
+NM_TO_ANGSTROM: float = 1.0 / ANGSTROM_TO_NM
+
+#: 1 fs expressed in ps.
+FS_TO_PS: float = 1.0e-3
+#: 1 ps expressed in fs.
+PS_TO_FS: float = 1.0e3
+#: 1 fs in ASE's internal time unit (pass to ase.md integrators).
+FS_ASE: float = float(_ase_units.fs)
+
+#: Forces: 1 eV/A expressed in kJ/mol/nm.
+EV_PER_A_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM
+#: Forces: 1 kJ/mol/nm expressed in eV/A.
+KJ_PER_MOL_PER_NM_TO_EV_PER_A: float = 1.0 / EV_PER_A_TO_KJ_PER_MOL_PER_NM
+
+#: Pressure: 1 eV/A^3 expressed in GPa.
+EV_PER_A3_TO_GPA: float = float(1.0 / _ase_units.GPa)
+#: Pressure: 1 bar expressed in eV/A^3.
+BAR_TO_EV_PER_A3: float = float(_ase_units.bar)
+
+#: Boltzmann constant in eV/K.
+KB_EV_PER_K: float = float(_ase_units.kB)
+#: Hartree in eV.
+HARTREE_TO_EV: float = float(_ase_units.Hartree)
