@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 COMMANDS: Dict[str, str] = {
     "label": "label structures with GFN2-xTB (tblite): energies, forces, stress",

@@ -1,4 +1,11 @@
-"""One-off: 3D structures for molecules ase.build.molecule lacks (RDKit ETKDG, seeded)."""
+"""One-off: 3D structures for molecules ase.build.molecule lacks (RDKit ETKDGv3, seed 42, MMFF94).
+
+Writes toluene.xyz, phenol.xyz, alanine_dipeptide_conformers.xyz (one conformer per distinct
+phi/psi region, up to six) and alanine_dipeptide.pdb (standard ACE/ALA/NME names) into the
+folder given as the only argument. RDKit is not a dependency of mlff: run it in its own venv,
+    python -m venv /tmp/rdk && /tmp/rdk/bin/pip install rdkit numpy
+    /tmp/rdk/bin/python data/examples/make_structures_rdkit.py data/examples
+"""
 from rdkit import Chem
 from rdkit.Chem import AllChem
 import numpy as np, sys

@@ -86,7 +86,7 @@ def recipe(scale: float = 1.0) -> List[MoleculeSpec]:
         return max(1, int(round(x * scale)))
 
     freesolv_g2 = set(FREESOLV.values())
-    specs = [MoleculeSpec("alanine_dipeptide", ALANINE_DIPEPTIDE, n(200), n(50))]
+    specs = [MoleculeSpec("alanine_dipeptide", ALANINE_DIPEPTIDE, n(300), n(50))]
     for name, source in FREESOLV.items():
         specs.append(MoleculeSpec(name, source, n(50), n(20)))
     for name in g2_closed_shell_hcno():

@@ -59,7 +59,17 @@ def load_molecule(spec: str) -> List[Atoms]:
     return [atoms]
 
 
-def bond_graph(atoms: Atoms, scale: float = 1.25) -> frozenset:
+#: A pair is a bond in a relaxed structure below this multiple of the summed covalent radii.
+BOND_SCALE = 1.25
+#: A reference bond counts as broken beyond this multiple (room for thermal stretching: H2 is
+#: 0.74 A at rest, 0.78 A at 1.25 x radii, and stretches past that at 300 K already).
+BREAK_SCALE = 1.5
+#: A new bond counts as formed below this multiple (well under 1,3-distances, which in five-
+#: membered rings come within 1.5 x radii at 1000 K).
+FORM_SCALE = 1.1
+
+
+def bond_graph(atoms: Atoms, scale: float = BOND_SCALE) -> frozenset:
     """Covalent bonds as a frozenset of sorted index pairs: i-j bonded when their distance is
     below ``scale`` times the sum of ASE's natural (covalent) radii."""
     from ase.neighborlist import natural_cutoffs, neighbor_list
@@ -67,6 +77,15 @@ def bond_graph(atoms: Atoms, scale: float = 1.25) -> frozenset:
     cutoffs = natural_cutoffs(atoms, mult=scale)
     i, j = neighbor_list("ij", atoms, cutoffs, self_interaction=False)
     return frozenset((int(a), int(b)) for a, b in zip(i, j) if a < b)
+
+
+def bonding_preserved(reference: frozenset, atoms: Atoms) -> bool:
+    """True when no bond of ``reference`` (from :func:`bond_graph` of the starting structure) is
+    stretched beyond ``BREAK_SCALE`` and no other pair is closer than ``FORM_SCALE`` times the
+    summed covalent radii: dissociation and proton transfer are caught, thermal motion is not."""
+    intact = bond_graph(atoms, BREAK_SCALE)
+    formed = bond_graph(atoms, FORM_SCALE)
+    return reference <= intact and formed <= reference
 
 
 def _snapshot(atoms: Atoms, method: str, temperature: Optional[float], molecule: str) -> Atoms:
@@ -140,7 +159,7 @@ def md_frames(
         broken = False
         while len(frames) < n_frames:
             dyn.run(stride)
-            if bond_graph(work) != reference:
+            if not bonding_preserved(reference, work):
                 broken = True
                 break
             frames.append(_snapshot(work, "md", temperature_K, name))
@@ -211,19 +230,12 @@ def normal_mode_frames(
     floor_omega2 = (floor_energy / hbar) ** 2  # (1/ASE time)^2 == eV/(A^2 amu)
     omega2 = np.maximum(evals, floor_omega2)
     kt = KB_EV_PER_K * temperature_K
-    reference = bond_graph(atoms)
-    frames: List[Atoms] = []
-    attempts = 0
-    while len(frames) < n_frames and attempts < 20 * n_frames:
-        attempts += 1
+
+    def propose() -> np.ndarray:
         q = rng.normal(size=omega2.shape) * np.sqrt(kt / omega2)
-        dx = (evecs @ q) * inv_sqrt_m
-        trial = atoms.copy()
-        trial.positions = atoms.positions + dx.reshape(-1, 3)
-        if bond_graph(trial) != reference:
-            continue
-        frames.append(_snapshot(trial, "normal_mode", temperature_K, name))
-    return frames
+        return ((evecs @ q) * inv_sqrt_m).reshape(-1, 3)
+
+    return _displaced_frames(atoms, propose, n_frames, "normal_mode", temperature_K)
 
 
 def random_displacement_frames(
@@ -232,6 +244,21 @@ def random_displacement_frames(
     """Frames with independent Gaussian displacements of width ``sigma`` (A) on every atom,
     rejected when the bonding graph changes."""
     rng = np.random.default_rng(seed)
+    return _displaced_frames(
+        atoms, lambda: rng.normal(scale=sigma, size=atoms.positions.shape), n_frames,
+        "random_displacement", None,
+    )
+
+
+def _displaced_frames(
+    atoms: Atoms,
+    propose: Callable[[], np.ndarray],
+    n_frames: int,
+    method: str,
+    temperature: Optional[float],
+) -> List[Atoms]:
+    """Up to ``n_frames`` copies of ``atoms`` displaced by ``propose()`` ``[N, 3]`` (A), keeping
+    only those with the starting bonding graph (at most 20 proposals per frame)."""
     name = str(atoms.info.get(INFO_MOLECULE, atoms.get_chemical_formula()))
     reference = bond_graph(atoms)
     frames: List[Atoms] = []
@@ -239,9 +266,9 @@ def random_displacement_frames(
     while len(frames) < n_frames and attempts < 20 * n_frames:
         attempts += 1
         trial = atoms.copy()
-        trial.positions = atoms.positions + rng.normal(scale=sigma, size=atoms.positions.shape)
-        if bond_graph(trial) == reference:
-            frames.append(_snapshot(trial, "random_displacement", None, name))
+        trial.positions = atoms.positions + propose()
+        if bonding_preserved(reference, trial):
+            frames.append(_snapshot(trial, method, temperature, name))
     return frames
 
 
