@@ -142,10 +142,15 @@ def format_statistics(stats: Dict[str, object]) -> str:
         f"atoms               {stats['n_atoms_total']} (per structure "
         f"{stats['n_atoms']['min']}-{stats['n_atoms']['max']}, mean {stats['n_atoms']['mean']:.1f})",
         "elements            " + ", ".join(f"{k}: {v}" for k, v in stats["elements"].items()),
-        "E0s (eV)            " + ", ".join(
-            f"{k}: {v:.4f} ({stats['e0_source'][k]})" for k, v in stats["e0s_eV"].items()),
-        f"E - sum E0 per atom {stats['interaction_energy_per_atom_eV']['mean']:.4f} +/- "
-        f"{stats['interaction_energy_per_atom_eV']['std']:.4f} eV",
+        "E0s (eV)            " + (", ".join(
+            f"{k}: {v:.4f} ({stats['e0_source'][k]})" for k, v in stats["e0s_eV"].items())
+            if stats["e0s_eV"] else f"not determined: {stats.get('e0_note')}"),
+    ]
+    if stats["interaction_energy_per_atom_eV"]["mean"] is not None:
+        lines.append(
+            f"E - sum E0 per atom {stats['interaction_energy_per_atom_eV']['mean']:.4f} +/- "
+            f"{stats['interaction_energy_per_atom_eV']['std']:.4f} eV")
+    lines += [
         f"force RMS           {stats['force_rms_eV_per_A']:.4f} eV/A "
         f"(max |F_i,a| {stats['force_max_eV_per_A']:.3f})",
         f"mean neighbours     {stats['avg_num_neighbors']:.3f} within "
@@ -205,6 +210,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from mlff.assets_path import asset
     from mlff.data.dataset import read_frames
     from mlff.data.label import LabelSettings, atomic_write_extxyz, label_file, make_calculator
+    from mlff.data.organic_gfn2 import isolated_atoms
     from mlff.data.sampling import load_molecule, sample_molecule
     from mlff.data.statistics import dataset_statistics
 
@@ -218,7 +224,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         md_frames_per_temperature=args.frames, nm_temperatures=(300.0,),
         nm_frames_per_temperature=args.frames, seed=0,
     )
-    atomic_write_extxyz(sampled, frames)
+    atomic_write_extxyz(sampled, isolated_atoms() + frames)  # isolated atoms give the E0s
     labelled = out / "alanine_dipeptide_gfn2.extxyz"
     if labelled.exists():
         labelled.unlink()

@@ -23,6 +23,9 @@ def test_every_package_directory_is_declared():
     for top in ("mlff", "calculators", "md_workflows"):
         for init in (ROOT / top).rglob("__init__.py"):
             found.add(".".join(init.parent.relative_to(ROOT).parts))
+    for folder in (ROOT / "data").rglob("*"):
+        if folder.is_dir() and "work" not in folder.parts and "__pycache__" not in folder.parts:
+            found.add(".".join(("mlff", "assets") + folder.relative_to(ROOT / "data").parts))
     missing = found - declared_packages()
     assert not missing, f"add {sorted(missing)} to [options] packages in setup.cfg"
     assert "mlff.assets" in declared_packages()

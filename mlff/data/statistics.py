@@ -68,7 +68,15 @@ def compute_e0s(
                 f"cannot compute E0s: no frames with key {energy_key!r} contain "
                 f"{[chemical_symbols[z] for z in missing]}"
             )
-        sol, *_ = np.linalg.lstsq(np.array(rows, float), np.array(targets), rcond=None)
+        matrix = np.array(rows, float)
+        if np.linalg.matrix_rank(matrix) < len(missing):
+            raise ValueError(
+                f"cannot compute E0s for {[chemical_symbols[z] for z in missing]} by least "
+                "squares: the compositions in the data do not determine them (for example every "
+                "frame is the same molecule); add isolated-atom frames (config_type=IsolatedAtom) "
+                "or give E0s explicitly"
+            )
+        sol, *_ = np.linalg.lstsq(matrix, np.array(targets), rcond=None)
         for z, v in zip(missing, sol):
             e0[z] = float(v)
     return {z: e0[z] for z in zs}
@@ -103,7 +111,8 @@ def dataset_statistics(
     """Summary of a labelled dataset (JSON-serialisable).
 
     Returns keys: n_configs, n_atoms_total, n_atoms (min/mean/max), elements (symbol -> atom
-    count), e0s_eV (symbol -> E0), e0_source, interaction_energy_per_atom_eV (mean/std after E0
+    count), e0s_eV (symbol -> E0; empty with the reason in e0_note when the data do not
+    determine them), e0_source, interaction_energy_per_atom_eV (mean/std after E0
     subtraction, molecules only), force_rms_eV_per_A, force_max_eV_per_A, avg_num_neighbors and
     the cutoff it was computed at, config sources (sample_method x temperature counts).
     """
@@ -111,14 +120,18 @@ def dataset_statistics(
     sizes = np.array([len(f) for f in frames])
     element_counts = Counter(chemical_symbols[int(z)] for f in frames for z in f.numbers)
     has_isolated = {int(f.numbers[0]) for f in frames if is_isolated_atom(f)}
-    e0 = compute_e0s(frames, energy_key)
+    try:
+        e0 = compute_e0s(frames, energy_key)
+        e0_note = None
+    except ValueError as exc:
+        e0, e0_note = {}, str(exc)
     per_atom: List[float] = []
     force_sq: List[np.ndarray] = []
     for f in frames:
         if is_isolated_atom(f):
             continue
         e = _energy(f, energy_key)
-        if e is not None:
+        if e is not None and e0:
             per_atom.append((e - sum(e0[int(z)] for z in f.numbers)) / len(f))
         fr = _forces(f, forces_key)
         if fr is not None:
@@ -139,6 +152,7 @@ def dataset_statistics(
             chemical_symbols[z]: ("isolated atom" if z in has_isolated else "least squares")
             for z in e0
         },
+        "e0_note": e0_note,
         "interaction_energy_per_atom_eV": {
             "mean": float(np.mean(per_atom)) if per_atom else None,
             "std": float(np.std(per_atom)) if per_atom else None,

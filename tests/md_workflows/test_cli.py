@@ -56,3 +56,13 @@ def test_stats_on_custom_keys(tmp_path, capsys):
     ase.io.write(path, frames)
     assert main(["stats", str(path), "--energy-key", "E", "--forces-key", "F"]) == 0
     assert "force RMS           0.0000" in capsys.readouterr().out
+
+
+def test_demo_runs_at_reduced_length(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "alanine dipeptide, GFN2-xTB" in out
+    assert "(isolated atom)" in out  # E0s from the labelled isolated atoms
+    assert "shipped dataset organic_gfn2" in out and "configurations      10844" in out
+    frames = ase.io.read(tmp_path / "demo" / "alanine_dipeptide_gfn2.extxyz", ":")
+    assert len(frames) == 4 + 3  # isolated atoms + 1 frame per MD temperature and normal modes

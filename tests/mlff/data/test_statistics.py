@@ -59,3 +59,11 @@ def test_dataset_statistics_summary():
     f = np.concatenate([a.arrays["forces"].ravel() for a in frames])
     assert s["force_rms_eV_per_A"] == pytest.approx(np.sqrt(np.mean(f**2)))
     assert set(s["e0_source"].values()) == {"least squares"}
+
+
+def test_least_squares_refuses_undetermined_e0s():
+    frames = synthetic(["CH3OH"] * 4, noise=0.1)
+    with pytest.raises(ValueError, match="do not determine them"):
+        compute_e0s(frames, "energy")
+    s = dataset_statistics(frames, "energy", "forces", cutoff=3.0)
+    assert s["e0s_eV"] == {} and "isolated-atom" in s["e0_note"]
