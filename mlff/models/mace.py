@@ -1,0 +1,289 @@
+"""MACE-style higher-order equivariant message passing (Batatia et al. 2022, arXiv 2206.07697),
+written on e3nn 0.6.
+
+Per interaction layer t (shapes for N atoms, E edges, C channels):
+
+1. edge features: Bessel basis x polynomial envelope ``[E, num_bessel]`` and real spherical
+   harmonics up to ``max_ell`` (component normalisation) ``[E, (max_ell+1)^2]``;
+2. interaction: ``linear_up`` of node features; channel-wise ("uvu") tensor product of the
+   sender's features with the edge harmonics, weighted per edge by a radial MLP; sum over
+   neighbours divided by ``avg_num_neighbors``; linear mixing into the atomic basis
+   ``A`` with irreps ``C x (0e + 1o + 2e + ... max_ell)``;
+3. product: species-dependent symmetric contraction of ``A`` up to ``correlation`` (body order
+   correlation + 1), linear, plus a species-dependent skip connection from the layer input;
+4. readout: linear on the scalars (inner layers) or a small MLP (last layer).
+
+Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from mlff.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP
+from mlff.nn.symmetric_contraction import SymmetricContraction
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class MACEConfig:
+    """Hyperparameters of :class:`MACE` (validated on creation).
+
+    Attributes:
+        elements: atomic numbers the model knows, in species-index order.
+        channels: feature channels C.
+        max_L: highest l of hidden node features (0 -> 0e; 1 -> 0e + 1o; 2 -> + 2e).
+        max_ell: highest l of edge spherical harmonics and of the atomic basis A.
+        correlation: body order minus one of the product basis (1..4).
+        r_cut: cutoff radius (A).
+        num_interactions: message-passing layers (>= 1).
+        num_bessel: radial basis functions.
+        cutoff_p: exponent of the polynomial envelope.
+        radial_mlp: hidden sizes of the radial MLP.
+        readout_mlp: hidden size of the last layer's readout MLP.
+        avg_num_neighbors: normalisation of neighbour sums (from the training data).
+        e0s: isolated-atom energies (eV), one per element.
+        scale: energy scale of the readouts (eV); shift: per-atom energy shift (eV).
+        dtype: "float32" or "float64" (parameters and internal arithmetic).
+    """
+
+    elements: Tuple[int, ...]
+    channels: int = 64
+    max_L: int = 1
+    max_ell: int = 3
+    correlation: int = 3
+    r_cut: float = 5.0
+    num_interactions: int = 2
+    num_bessel: int = 8
+    cutoff_p: int = 5
+    radial_mlp: Tuple[int, ...] = (64, 64, 64)
+    readout_mlp: int = 16
+    avg_num_neighbors: float = 1.0
+    e0s: Tuple[float, ...] = ()
+    scale: float = 1.0
+    shift: float = 0.0
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
+        object.__setattr__(self, "radial_mlp", tuple(int(x) for x in self.radial_mlp))
+        object.__setattr__(self, "e0s", tuple(float(x) for x in self.e0s))
+        if len(self.elements) == 0 or len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"elements must be non-empty and unique, got {self.elements}")
+        if self.e0s and len(self.e0s) != len(self.elements):
+            raise ValueError(f"e0s needs one value per element ({len(self.elements)}), got {len(self.e0s)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        checks = {
+            "channels": self.channels >= 1, "max_L": 0 <= self.max_L <= self.max_ell,
+            "max_ell": 0 <= self.max_ell <= 4, "correlation": 1 <= self.correlation <= 4,
+            "r_cut": self.r_cut > 0, "num_interactions": self.num_interactions >= 1,
+            "num_bessel": self.num_bessel >= 1, "cutoff_p": self.cutoff_p >= 2,
+            "readout_mlp": self.readout_mlp >= 1, "avg_num_neighbors": self.avg_num_neighbors > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid MACE hyperparameters: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, object]) -> "MACEConfig":
+        """Build from a plain dict; unknown keys are an error that lists the valid ones."""
+        valid = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown MACE config keys {unknown}; valid keys: {sorted(valid)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        d["elements"] = list(self.elements)
+        d["radial_mlp"] = list(self.radial_mlp)
+        d["e0s"] = list(self.e0s)
+        return d
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Scoped default dtype for construction only, restored on exit.
+
+    e3nn computes its Clebsch-Gordan constants in the default dtype when a module is built;
+    building a float64 model under float32 and casting afterwards would leave those constants
+    rounded to 1e-7 and break float64 equivariance. Nothing outside the constructor sees it.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _hidden_irreps(channels: int, max_L: int) -> o3.Irreps:
+    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(max_L + 1)])
+
+
+def _sh_irreps(channels: int, max_ell: int) -> o3.Irreps:
+    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(max_ell + 1)])
+
+
+class InteractionBlock(nn.Module):
+    """Node features + edge features -> atomic basis ``A`` ``[N, C, (max_ell+1)^2]``."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        channels: int,
+        max_ell: int,
+        num_bessel: int,
+        radial_hidden: Sequence[int],
+        avg_num_neighbors: float,
+    ) -> None:
+        super().__init__()
+        target = _sh_irreps(channels, max_ell)
+        self.linear_up = o3.Linear(irreps_in, irreps_in)
+        irreps_mid: List[Tuple[int, o3.Irrep]] = []
+        instructions = []
+        for i, (mul, ir_in) in enumerate(irreps_in):
+            for j, (_, ir_sh) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in target:
+                        k = len(irreps_mid)
+                        irreps_mid.append((mul, ir_out))
+                        instructions.append((i, j, k, "uvu", True))
+        self.conv_tp = o3.TensorProduct(
+            irreps_in,
+            irreps_sh,
+            o3.Irreps(irreps_mid),
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        self.radial = RadialMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel])
+        self.linear = o3.Linear(o3.Irreps(irreps_mid), target)
+        self.inv_avg_neighbors = 1.0 / float(avg_num_neighbors)
+        self.channels = channels
+        self.dims: List[int] = [2 * l + 1 for l in range(max_ell + 1)]
+
+    def forward(
+        self, node_feats: Tensor, edge_attrs: Tensor, edge_radial: Tensor, edge_index: Tensor
+    ) -> Tensor:
+        sender = edge_index[0]
+        receiver = edge_index[1]
+        x = self.linear_up(node_feats)
+        weights = self.radial(edge_radial)  # [E, weight_numel]
+        messages = self.conv_tp(x[sender], edge_attrs, weights)  # [E, mid]
+        summed = torch.zeros(
+            node_feats.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
+        ).index_add_(0, receiver, messages)
+        a = self.linear(summed * self.inv_avg_neighbors)  # [N, C * D] in e3nn layout
+        # e3nn layout [C x 1 | C x 3 | C x 5 | ...] -> [N, C, D]
+        n = a.shape[0]
+        blocks: List[Tensor] = []
+        start = 0
+        for d in self.dims:
+            blocks.append(a[:, start : start + self.channels * d].reshape(n, self.channels, d))
+            start += self.channels * d
+        return torch.cat(blocks, dim=2)
+
+
+class ProductBlock(nn.Module):
+    """Symmetric contraction of ``A`` + linear + species-dependent skip from the layer input."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_out: o3.Irreps,
+        channels: int,
+        max_ell: int,
+        correlation: int,
+        num_species: int,
+    ) -> None:
+        super().__init__()
+        self.contraction = SymmetricContraction(
+            channels, max_ell, [(ir.l, ir.p) for _, ir in irreps_out], correlation, num_species
+        )
+        self.linear = o3.Linear(irreps_out, irreps_out)
+        self.skip = o3.FullyConnectedTensorProduct(
+            irreps_in, o3.Irreps(f"{num_species}x0e"), irreps_out
+        )
+
+    def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor) -> Tensor:
+        b = self.linear(self.contraction(a, species))
+        return b + self.skip(node_feats, species_onehot)
+
+
+class MACE(nn.Module):
+    """The MACE energy model: graph pieces in, per-atom energies out (no derivatives here; the
+    :class:`mlff.models.potential.Potential` wrapper adds forces and stress).
+
+    ``forward(species [N], edge_index [2, E], vectors [E, 3] (A)) -> energies [N] (eV, float64)``.
+    """
+
+    def __init__(self, config: MACEConfig) -> None:
+        super().__init__()
+        self.config = config
+        dtype = DTYPES[config.dtype]
+        with _default_dtype(dtype):
+            self._build(config)
+        self.to(dtype)
+
+    def _build(self, c: MACEConfig) -> None:
+        num_species = len(c.elements)
+        self.num_species = num_species
+        self.r_cut = float(c.r_cut)
+        self.embedding = nn.Embedding(num_species, c.channels)
+        irreps_sh = o3.Irreps.spherical_harmonics(c.max_ell)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            irreps_sh, normalize=True, normalization="component"
+        )
+        self.bessel = BesselBasis(c.r_cut, c.num_bessel)
+        self.envelope = PolynomialCutoff(c.r_cut, c.cutoff_p)
+        hidden = _hidden_irreps(c.channels, c.max_L)
+        scalars = o3.Irreps(f"{c.channels}x0e")
+        self.interactions = nn.ModuleList()
+        self.products = nn.ModuleList()
+        self.readouts = nn.ModuleList()
+        irreps_in = scalars
+        for t in range(c.num_interactions):
+            last = t == c.num_interactions - 1
+            irreps_out = scalars if last else hidden
+            self.interactions.append(
+                InteractionBlock(irreps_in, irreps_sh, c.channels, c.max_ell, c.num_bessel,
+                                 list(c.radial_mlp), c.avg_num_neighbors)
+            )
+            self.products.append(
+                ProductBlock(irreps_in, irreps_out, c.channels, c.max_ell, c.correlation, num_species)
+            )
+            if last:
+                self.readouts.append(nn.Sequential(
+                    nn.Linear(c.channels, c.readout_mlp), nn.SiLU(), nn.Linear(c.readout_mlp, 1)))
+            else:
+                self.readouts.append(nn.Linear(c.channels, 1))
+            irreps_in = irreps_out
+        e0 = torch.tensor(c.e0s if c.e0s else [0.0] * num_species, dtype=torch.float64)
+        self.register_buffer("e0s", e0)
+        self.scale = float(c.scale)
+        self.shift = float(c.shift)
+        self.channels = c.channels
+
+    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
+        lengths = torch.linalg.norm(vectors, dim=1, keepdim=True)  # [E, 1]
+        edge_attrs = self.spherical_harmonics(vectors)  # [E, (max_ell+1)^2]
+        edge_radial = self.bessel(lengths) * self.envelope(lengths)  # [E, num_bessel]
+        onehot = torch.nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
+        node_feats = self.embedding(species)
+        readout = torch.zeros(species.shape[0], dtype=vectors.dtype, device=vectors.device)
+        for interaction, product, head in zip(self.interactions, self.products, self.readouts):
+            a = interaction(node_feats, edge_attrs, edge_radial, edge_index)
+            node_feats = product(a, node_feats, onehot, species)
+            readout = readout + head(node_feats[:, : self.channels]).squeeze(-1)
+        return self.e0s[species] + self.scale * readout.to(torch.float64) + self.shift

@@ -1,0 +1,106 @@
+"""Radial features of edges: Bessel basis, smooth polynomial cutoff envelope, radial MLP.
+
+Written by hand (a few lines each) because they sit on the hot path and must be TorchScript-able
+with explicit shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List
+
+import torch
+from torch import Tensor, nn
+
+
+class BesselBasis(nn.Module):
+    """``sqrt(2 / r_cut) * sin(n pi r / r_cut) / r`` for n = 1..num_basis.
+
+    Args:
+        r_cut: cutoff radius (A). num_basis: number of functions.
+
+    Shapes: ``r`` ``[E, 1]`` (A) -> ``[E, num_basis]``.
+    """
+
+    def __init__(self, r_cut: float, num_basis: int = 8) -> None:
+        super().__init__()
+        if num_basis < 1:
+            raise ValueError(f"num_basis must be >= 1, got {num_basis}")
+        self.r_cut = float(r_cut)
+        self.num_basis = int(num_basis)
+        self.register_buffer(
+            "frequencies",
+            math.pi / r_cut * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()),
+        )
+        self.prefactor = math.sqrt(2.0 / r_cut)
+
+    def forward(self, r: Tensor) -> Tensor:
+        return self.prefactor * torch.sin(self.frequencies.to(r.dtype) * r) / r
+
+
+class PolynomialCutoff(nn.Module):
+    """Smooth envelope ``f(x)``, ``x = r / r_cut``, with f(0)=1 and f, f', f'' zero at x=1:
+
+    ``f = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)`` for x < 1, else 0.
+
+    Shapes: ``r`` ``[E, 1]`` -> ``[E, 1]``.
+    """
+
+    def __init__(self, r_cut: float, p: int = 5) -> None:
+        super().__init__()
+        if p < 2:
+            raise ValueError(f"cutoff exponent p must be >= 2, got {p}")
+        self.r_cut = float(r_cut)
+        self.p = float(p)
+
+    def forward(self, r: Tensor) -> Tensor:
+        p = self.p
+        x = r / self.r_cut
+        env = (
+            1.0
+            - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
+            + p * (p + 2.0) * torch.pow(x, p + 1.0)
+            - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
+        )
+        return env * (x < 1.0).to(r.dtype)
+
+
+class ScaledSiLU(nn.Module):
+    """SiLU scaled to unit second moment for unit-normal inputs (variance-preserving)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        z = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        self.factor = float(1.0 / torch.sqrt(torch.mean(torch.nn.functional.silu(z) ** 2)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.silu(x) * self.factor
+
+
+class RadialMLP(nn.Module):
+    """MLP with variance-preserving initialisation (weights N(0, 1/fan_in), scaled SiLU between
+    layers, no bias and no activation after the last layer), so that outputs are O(1) at
+    initialisation whatever the widths.
+
+    Args:
+        sizes: ``[in, hidden..., out]``.
+
+    Shapes: ``[E, in]`` -> ``[E, out]``.
+    """
+
+    def __init__(self, sizes: List[int]) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        for k in range(len(sizes) - 1):
+            last = k == len(sizes) - 2
+            linear = nn.Linear(sizes[k], sizes[k + 1], bias=not last)
+            nn.init.normal_(linear.weight, mean=0.0, std=1.0 / math.sqrt(sizes[k]))
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+            layers.append(linear)
+            if not last:
+                layers.append(ScaledSiLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

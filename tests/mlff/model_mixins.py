@@ -1,0 +1,208 @@
+"""Reusable tests every mlff model inherits.
+
+A test class sets ``make_potential(dtype) -> Potential`` (a small, randomly initialised model
+whose elements include H, C, O) and inherits :class:`ModelTests`. Each test builds graphs with
+:func:`mlff.data.dataset.atoms_to_graph`, so the data path is exercised too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+from e3nn import o3
+
+from mlff import graph as G
+from mlff.data.dataset import atoms_to_graph
+from mlff.models.potential import Potential
+
+ELEMENTS = [1, 6, 8]
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-11)}
+
+
+def rattled(name: str, seed: int = 0, sigma: float = 0.1) -> Atoms:
+    atoms = molecule(name)
+    atoms.positions += np.random.default_rng(seed).normal(0, sigma, atoms.positions.shape)
+    return atoms
+
+
+def periodic_box(seed: int = 0, n_molecules: int = 4, box: float = 6.0) -> Atoms:
+    """Water molecules in a slightly triclinic periodic cell (cell smaller than 2 r_cut)."""
+    rng = np.random.default_rng(seed)
+    cell = np.eye(3) * box + rng.normal(0, 0.3, (3, 3))
+    atoms = Atoms(cell=cell, pbc=True)
+    for k in range(n_molecules):
+        w = molecule("H2O")
+        w.positions += (rng.uniform(0, 1, 3) @ cell)
+        atoms += w
+    atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+    return atoms
+
+
+def graph_of(atoms: Atoms, potential: Potential, dtype=torch.float64) -> Dict[str, torch.Tensor]:
+    return atoms_to_graph(atoms, potential.r_cut, None, ELEMENTS, dtype=dtype)
+
+
+class ModelTests:
+    """Mixin: invariance/equivariance, finite differences, locality, batching, periodicity,
+    TorchScript parity and the model-file round trip."""
+
+    make_potential: Callable[..., Potential]
+
+    @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+    def dtype(self, request):
+        return request.param
+
+    def potential(self, dtype=torch.float64) -> Potential:
+        torch.manual_seed(0)
+        return self.make_potential(dtype)
+
+    # --- symmetry -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("improper", [False, True])
+    def test_rotation_invariance_and_force_equivariance(self, dtype, improper):
+        pot = self.potential(dtype)
+        atoms = rattled("CH3CH2OH")
+        g = graph_of(atoms, pot)
+        ref = pot(g)
+        rot = o3.rand_matrix(dtype=torch.float64)
+        if improper:
+            rot = -rot
+        g2 = dict(g)
+        g2[G.POSITIONS] = g[G.POSITIONS] @ rot.T
+        out = pot(g2)
+        tol = TOL[dtype]
+        torch.testing.assert_close(out["energy"], ref["energy"], **tol)
+        torch.testing.assert_close(out["forces"], ref["forces"] @ rot.T, **tol)
+        assert ref["forces"].abs().max() > 1e-4  # the test is not vacuous
+
+    def test_translation_and_permutation(self, dtype):
+        pot = self.potential(dtype)
+        atoms = rattled("CH3CH2OH", 1)
+        ref = pot(graph_of(atoms, pot))
+        moved = atoms.copy()
+        moved.positions += [3.1, -2.0, 7.5]
+        torch.testing.assert_close(pot(graph_of(moved, pot))["energy"], ref["energy"], **TOL[dtype])
+        perm = np.random.default_rng(2).permutation(len(atoms))
+        permuted = atoms[perm]
+        out = pot(graph_of(permuted, pot))
+        torch.testing.assert_close(out["energy"], ref["energy"], **TOL[dtype])
+        torch.testing.assert_close(out["forces"], ref["forces"][torch.tensor(perm)], **TOL[dtype])
+
+    # --- derivatives --------------------------------------------------------------------
+
+    def test_forces_match_finite_differences(self):
+        pot = self.potential(torch.float64)
+        atoms = rattled("CH3OH", 3)
+        forces = pot(graph_of(atoms, pot))["forces"].detach()
+        h = 1e-5
+        for a, d in [(0, 0), (1, 2), (4, 1), (5, 0)]:
+            e = []
+            for sign in (1, -1):
+                shifted = atoms.copy()
+                shifted.positions[a, d] += sign * h
+                e.append(float(pot(graph_of(shifted, pot), compute_forces=False)["energy"].detach()))
+            assert -(e[0] - e[1]) / (2 * h) == pytest.approx(float(forces[a, d]), rel=1e-6, abs=1e-8)
+
+    def test_stress_matches_finite_differences(self):
+        pot = self.potential(torch.float64)
+        atoms = periodic_box(4)
+        out = pot(graph_of(atoms, pot), compute_stress=True)
+        stress = out["stress"][0]
+        volume = atoms.get_volume()
+        torch.testing.assert_close(out["virial"][0], -stress * volume)
+        h = 1e-6
+        for i, j in [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]:
+            e = []
+            for sign in (1, -1):
+                eps = np.eye(3)
+                eps[i, j] += sign * h / (2 if i != j else 1)
+                if i != j:
+                    eps[j, i] += sign * h / 2
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
+                e.append(float(pot(graph_of(strained, pot), compute_forces=False)["energy"].detach()))
+            numeric = (e[0] - e[1]) / (2 * h) / volume
+            assert numeric == pytest.approx(float(stress[i, j]), rel=1e-5, abs=1e-9)
+        assert stress.abs().max() > 1e-6
+
+    # --- locality -----------------------------------------------------------------------
+
+    def test_smooth_at_the_cutoff(self):
+        pot = self.potential(torch.float64)
+        base = rattled("H2O", 5)
+        r_cut = pot.r_cut
+        results = []
+        for delta in (-1e-4, 1e-4):
+            atoms = base.copy()
+            atoms += Atoms("H", positions=[base.positions[0] + [0.0, 0.0, r_cut + delta]])
+            results.append(pot(graph_of(atoms, pot)))
+        assert float(results[0]["energy"] - results[1]["energy"]) == pytest.approx(0.0, abs=1e-8)
+        torch.testing.assert_close(results[0]["forces"], results[1]["forces"], rtol=0, atol=1e-6)
+
+    def test_additivity_far_apart(self):
+        pot = self.potential(torch.float64)
+        a, b = rattled("CH3OH", 6), rattled("H2O", 7)
+        far = b.copy()
+        far.positions += [3 * pot.r_cut, 0, 0]
+        both = a + far
+        e_sum = pot(graph_of(a, pot))["energy"] + pot(graph_of(b, pot))["energy"]
+        torch.testing.assert_close(pot(graph_of(both, pot))["energy"], e_sum, rtol=1e-12, atol=1e-10)
+
+    def test_batch_equals_single_calls(self, dtype):
+        pot = self.potential(dtype)
+        systems = [rattled("CH3CH2OH", 8), periodic_box(9), rattled("H2O", 10)]
+        graphs = [graph_of(s, pot) for s in systems]
+        batch = G.collate(graphs)
+        out = pot(batch, compute_stress=True)
+        start = 0
+        for k, g in enumerate(graphs):
+            single = pot(g, compute_stress=True)
+            n = g[G.POSITIONS].shape[0]
+            torch.testing.assert_close(out["energy"][k : k + 1], single["energy"], **TOL[dtype])
+            torch.testing.assert_close(out["forces"][start : start + n], single["forces"], **TOL[dtype])
+            if systems[k].pbc.any():
+                torch.testing.assert_close(out["stress"][k], single["stress"][0], **TOL[dtype])
+            start += n
+
+    # --- periodicity --------------------------------------------------------------------
+
+    def test_supercell_is_extensive(self):
+        pot = self.potential(torch.float64)
+        cell = periodic_box(11, n_molecules=2, box=4.0)  # 4 A cell < 2 r_cut: many images
+        e1 = float(pot(graph_of(cell, pot))["energy"])
+        big = cell.repeat((2, 1, 2))
+        e4 = float(pot(graph_of(big, pot))["energy"])
+        assert e4 == pytest.approx(4 * e1, rel=1e-10)
+
+    # --- deployment ---------------------------------------------------------------------
+
+    def test_torchscript_matches_eager(self):
+        from e3nn.util import jit
+
+        pot = self.potential(torch.float64)
+        scripted = jit.compile(pot)
+        for atoms in (rattled("CH3CH2OH", 12), periodic_box(13)):
+            g = graph_of(atoms, pot)
+            eager = pot(g, compute_stress=bool(atoms.pbc.any()))
+            script = scripted(g, True, bool(atoms.pbc.any()))
+            for key in eager:
+                torch.testing.assert_close(script[key], eager[key], rtol=1e-10, atol=1e-12)
+
+    def test_model_file_round_trip(self, tmp_path):
+        from mlff.io import load_model, load_model_with_metadata, save_model
+
+        pot = self.potential(torch.float64)
+        path = tmp_path / "model.pt"
+        save_model(pot, path, metadata={"note": "test"})
+        raw = torch.load(path, weights_only=True)  # plain data only
+        assert raw["format"] == "mlff-model"
+        loaded, meta = load_model_with_metadata(path)
+        assert meta["note"] == "test" and meta["elements"] == ELEMENTS
+        g = graph_of(rattled("CH3OH", 14), pot)
+        torch.testing.assert_close(loaded(g)["energy"], pot(g)["energy"], rtol=0, atol=0)
+        assert load_model(path).model.config == pot.model.config
