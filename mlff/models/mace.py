@@ -8,7 +8,7 @@ Per interaction layer t (shapes for N atoms, E edges, C channels):
 2. interaction: ``linear_up`` of node features; channel-wise ("uvu") tensor product of the
    sender's features with the edge harmonics, weighted per edge by a radial MLP; sum over
    neighbours divided by ``avg_num_neighbors``; linear mixing into the atomic basis
-   ``A`` with irreps ``C x (0e + 1o + 2e + ... max_ell)``;
+   ``A`` with irreps ``C x (0e + 1o + 2e + ... max_ell)`` (species-dependent in the first layer);
 3. product: species-dependent symmetric contraction of ``A`` up to ``correlation`` (body order
    correlation + 1), linear, plus a species-dependent skip connection from the layer input;
 4. readout: linear on the scalars (inner layers) or a small MLP (last layer).
@@ -146,6 +146,8 @@ class InteractionBlock(nn.Module):
         num_bessel: int,
         radial_hidden: Sequence[int],
         avg_num_neighbors: float,
+        num_species: int,
+        species_mixing: bool,
     ) -> None:
         super().__init__()
         target = _sh_irreps(channels, max_ell)
@@ -169,12 +171,23 @@ class InteractionBlock(nn.Module):
         )
         self.radial = RadialMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel])
         self.linear = o3.Linear(o3.Irreps(irreps_mid), target)
+        # First layer: a species-dependent linear map of A (its input carries no species
+        # information beyond the embedding). Zero or one module, TorchScript-friendly.
+        self.mixing = nn.ModuleList()
+        if species_mixing:
+            self.mixing.append(
+                o3.FullyConnectedTensorProduct(target, o3.Irreps(f"{num_species}x0e"), target))
         self.inv_avg_neighbors = 1.0 / float(avg_num_neighbors)
         self.channels = channels
         self.dims: List[int] = [2 * l + 1 for l in range(max_ell + 1)]
 
     def forward(
-        self, node_feats: Tensor, edge_attrs: Tensor, edge_radial: Tensor, edge_index: Tensor
+        self,
+        node_feats: Tensor,
+        edge_attrs: Tensor,
+        edge_radial: Tensor,
+        edge_index: Tensor,
+        species_onehot: Tensor,
     ) -> Tensor:
         sender = edge_index[0]
         receiver = edge_index[1]
@@ -185,6 +198,8 @@ class InteractionBlock(nn.Module):
             node_feats.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
         ).index_add_(0, receiver, messages)
         a = self.linear(summed * self.inv_avg_neighbors)  # [N, C * D] in e3nn layout
+        for mix in self.mixing:
+            a = mix(a, species_onehot)
         # e3nn layout [C x 1 | C x 3 | C x 5 | ...] -> [N, C, D]
         n = a.shape[0]
         blocks: List[Tensor] = []
@@ -196,7 +211,8 @@ class InteractionBlock(nn.Module):
 
 
 class ProductBlock(nn.Module):
-    """Symmetric contraction of ``A`` + linear + species-dependent skip from the layer input."""
+    """Symmetric contraction of ``A`` + linear + species-dependent skip from the layer input
+    (no skip in the first layer, whose input is only the species embedding)."""
 
     def __init__(
         self,
@@ -206,19 +222,25 @@ class ProductBlock(nn.Module):
         max_ell: int,
         correlation: int,
         num_species: int,
+        use_skip: bool = True,
     ) -> None:
         super().__init__()
         self.contraction = SymmetricContraction(
             channels, max_ell, [(ir.l, ir.p) for _, ir in irreps_out], correlation, num_species
         )
+
         self.linear = o3.Linear(irreps_out, irreps_out)
-        self.skip = o3.FullyConnectedTensorProduct(
-            irreps_in, o3.Irreps(f"{num_species}x0e"), irreps_out
-        )
+        # zero or one skip modules (a ModuleList keeps forward TorchScript-able either way)
+        self.skips = nn.ModuleList()
+        if use_skip:
+            self.skips.append(o3.FullyConnectedTensorProduct(
+                irreps_in, o3.Irreps(f"{num_species}x0e"), irreps_out))
 
     def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor) -> Tensor:
         b = self.linear(self.contraction(a, species))
-        return b + self.skip(node_feats, species_onehot)
+        for skip in self.skips:
+            b = b + skip(node_feats, species_onehot)
+        return b
 
 
 class MACE(nn.Module):
@@ -258,10 +280,12 @@ class MACE(nn.Module):
             irreps_out = scalars if last else hidden
             self.interactions.append(
                 InteractionBlock(irreps_in, irreps_sh, c.channels, c.max_ell, c.num_bessel,
-                                 list(c.radial_mlp), c.avg_num_neighbors)
+                                 list(c.radial_mlp), c.avg_num_neighbors, num_species,
+                                 species_mixing=t == 0)
             )
             self.products.append(
-                ProductBlock(irreps_in, irreps_out, c.channels, c.max_ell, c.correlation, num_species)
+                ProductBlock(irreps_in, irreps_out, c.channels, c.max_ell, c.correlation,
+                             num_species, use_skip=t > 0)
             )
             if last:
                 self.readouts.append(nn.Sequential(
@@ -283,7 +307,7 @@ class MACE(nn.Module):
         node_feats = self.embedding(species)
         readout = torch.zeros(species.shape[0], dtype=vectors.dtype, device=vectors.device)
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
-            a = interaction(node_feats, edge_attrs, edge_radial, edge_index)
+            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot)
             node_feats = product(a, node_feats, onehot, species)
             readout = readout + head(node_feats[:, : self.channels]).squeeze(-1)
         return self.e0s[species] + self.scale * readout.to(torch.float64) + self.shift
