@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/neighbors.py
+	$(PY) benchmarks/mace_vs_peer.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -26,7 +26,7 @@ def build_mlff(atoms, dtype):
     cfg = MACEConfig(elements=tuple(ELEMENTS), avg_num_neighbors=AVG_NEIGHBORS,
                      dtype="float32" if dtype == torch.float32 else "float64",
                      **{k: tuple(v) if isinstance(v, list) else v for k, v in HYPER.items()})
-    pot = Potential(MACE(cfg))
+    pot = Potential(MACE(cfg)).eval()  # inference: no double-backward graph (peer: training=False)
     graph = atoms_to_graph(atoms, cfg.r_cut, None, ELEMENTS, dtype=torch.float64)
 
     def call():

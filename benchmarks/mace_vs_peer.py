@@ -74,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--systems", nargs="*", default=["ethanol", "water_box_192", "water_box_1536"],
+                        help="subset of systems to run")
     args = parser.parse_args()
     peer_python = str(ensure_peer())
     peer_version = subprocess.run([peer_python, "-c", "import importlib.metadata as m; "
@@ -85,6 +87,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         structures, paths = systems(Path(tmp))
         for name, atoms in structures.items():
+            if name not in args.systems:
+                continue
             for dtype in ("float32", "float64"):
                 ours = run_side(sys.executable, "mlff", paths[name], dtype, args.threads, args.repeats)
                 peer = run_side(peer_python, "mace-torch", paths[name], dtype, args.threads, args.repeats)
