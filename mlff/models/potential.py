@@ -6,6 +6,10 @@ of any sizes; float32 and float64 models; TorchScript-able.
 ``energy`` ``[B]`` (eV, float64), ``energies`` ``[N]`` (eV, float64), ``forces`` ``[N, 3]`` (eV/A),
 and with stress ``stress`` ``[B, 3, 3]`` (eV/A^3, ASE sign: ``(1/V) dE/d(strain)``) and
 ``virial`` ``[B, 3, 3]`` (eV, ``-dE/d(strain)``). Graph keys as in :mod:`mlff.graph`.
+
+In training mode (``potential.train()``) the derivative graph is kept (``create_graph``) so that
+losses on forces and stress can be back-propagated; call ``potential.eval()`` for inference,
+which is several times cheaper in memory and time.
 """
 
 from __future__ import annotations

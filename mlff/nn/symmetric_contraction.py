@@ -207,6 +207,8 @@ class SymmetricContraction(nn.Module):
             blocks.append(c.reshape(len(order), -1))
         # One coupling matrix for all outputs: [n_monomials, sum_j M_j * K_j].
         self.register_buffer("coupling", torch.cat(blocks, dim=1).to(dtype))
+        # transposed copy for the [cols, n_mono] @ [n_mono, N*C] product (derived, not saved)
+        self.register_buffer("coupling_t", self.coupling.t().contiguous(), persistent=False)
         k_total = sum(self.num_paths)
         scale = torch.cat([torch.full((k,), 1.0 / math.sqrt(k)) for k in self.num_paths])
         self.weights = nn.Parameter(
@@ -214,34 +216,40 @@ class SymmetricContraction(nn.Module):
         )
 
     def _monomial_features(self, a: Tensor) -> Tensor:
-        """``[N, C, D]`` -> ``[N, C, n_monomials]`` (degrees 1..nu, needed monomials only)."""
-        feats = [a]
-        prev = a
+        """``[N, C, D]`` -> ``[n_monomials, N * C]`` (degrees 1..nu, needed monomials only).
+
+        The monomial axis comes first so that every gather selects whole contiguous rows of
+        ``N * C`` values (gathering along a trailing axis of size D is several times slower).
+        """
+        a_t = a.permute(2, 0, 1).reshape(self.dim, -1)  # [D, N*C]
+        feats = [a_t]
+        prev = a_t
         if self.num_higher > 0:
-            prev = prev[:, :, self.left_0] * a[:, :, self.right_0]
+            prev = prev.index_select(0, self.left_0) * a_t.index_select(0, self.right_0)
             feats.append(prev)
         if self.num_higher > 1:
-            prev = prev[:, :, self.left_1] * a[:, :, self.right_1]
+            prev = prev.index_select(0, self.left_1) * a_t.index_select(0, self.right_1)
             feats.append(prev)
         if self.num_higher > 2:
-            prev = prev[:, :, self.left_2] * a[:, :, self.right_2]
+            prev = prev.index_select(0, self.left_2) * a_t.index_select(0, self.right_2)
             feats.append(prev)
-        return torch.cat(feats, dim=2)
+        return torch.cat(feats, dim=0)
 
     def forward(self, a: Tensor, species: Tensor) -> Tensor:
         n, c = a.shape[0], a.shape[1]
-        p = self._monomial_features(a).reshape(n * c, self.n_monomials)
-        q_all = p @ self.coupling  # [N*C, sum_j M_j K_j]
-        w_all = self.weights[species]  # [N, K_total, C]
+        p = self._monomial_features(a)  # [n_mono, N*C]
+        q_all = self.coupling_t @ p  # [sum_j M_j K_j, N*C]
+        w_all = self.weights.index_select(0, species)  # [N, K_total, C]
         outs: List[Tensor] = []
-        col = 0
+        row = 0
         path = 0
         for j in range(len(self.out_dims)):
             m_out = self.out_dims[j]
             k_paths = self.num_paths[j]
-            q = q_all[:, col : col + m_out * k_paths].reshape(n, c, m_out, k_paths)
+            q = q_all[row : row + m_out * k_paths].reshape(m_out, k_paths, n, c)
             w = w_all[:, path : path + k_paths, :]
-            outs.append(torch.einsum("ncmk,nkc->ncm", q, w).reshape(n, c * m_out))
-            col += m_out * k_paths
+            out = (q * w.permute(1, 0, 2).unsqueeze(0)).sum(dim=1)  # [M, N, C]
+            outs.append(out.permute(1, 2, 0).reshape(n, c * m_out))
+            row += m_out * k_paths
             path += k_paths
         return torch.cat(outs, dim=1)
