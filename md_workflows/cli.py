@@ -18,6 +18,7 @@ COMMANDS: Dict[str, str] = {
     "sample": "sample diverse configurations of molecules (MD, normal modes, displacements)",
     "stats": "statistics of a labelled dataset (E0s, neighbours, force RMS, ...)",
     "dataset": "build the project's reference datasets (organic-gfn2)",
+    "train": "train a model from a YAML config (resumable with --resume)",
     "demo": "the main job on shipped inputs",
 }
 
@@ -195,6 +196,23 @@ def _run_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help=COMMANDS["train"], description=(
+        "Train a model as the YAML config says (see mlff/train/config.py). Checkpoints are "
+        "written atomically to OUT/checkpoint.pt; after a kill, rerun with --resume."))
+    p.add_argument("config", help="YAML training config")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mlff.train.trainer import run_training
+
+    summary = run_training(args.config, resume=args.resume)
+    print(json.dumps(summary))
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=COMMANDS["demo"], description=(
         "Sample alanine dipeptide with GFN2-xTB MD, label the frames with GFN2-xTB, print their "
@@ -249,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_demo):
+    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_demo):
         add(sub)
     return parser
 

@@ -1,0 +1,141 @@
+"""Training configuration: frozen dataclasses validated on creation; YAML only builds them.
+
+Unknown keys anywhere are errors that list the valid keys. Example (data/examples/ has more)::
+
+    model: {type: mace, channels: 32, max_L: 1, correlation: 3, r_cut: 5.0, dtype: float64}
+    data:
+      train: data/datasets/organic_gfn2/train.extxyz
+      valid: data/datasets/organic_gfn2/val.extxyz
+      energy_key: energy_xtb
+      forces_key: forces_xtb
+    loss: {energy: 1.0, forces: 100.0}
+    optim: {lr: 0.005, batch_size: 8, max_epochs: 50, scheduler: plateau}
+    seed: 0
+    out: runs/my_model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: Type[T], values: Optional[Dict[str, Any]], where: str) -> T:
+    values = dict(values or {})
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(valid)}")
+    return cls(**values)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Files and keys. ``valid`` may be omitted: then ``valid_fraction`` of ``train`` is held out
+    (seeded)."""
+
+    train: str
+    valid: Optional[str] = None
+    test: Tuple[str, ...] = ()
+    valid_fraction: float = 0.1
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", tuple(self.test))
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, schedule, batching and budgets."""
+
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    amsgrad: bool = True
+    batch_size: int = 8
+    valid_batch_size: int = 16
+    max_epochs: int = 100
+    max_seconds: Optional[float] = None
+    scheduler: str = "plateau"  # plateau | cosine | none
+    plateau_factor: float = 0.8
+    plateau_patience: int = 5
+    warmup_epochs: int = 0
+    ema_decay: Optional[float] = 0.99
+    grad_clip: Optional[float] = 10.0
+    checkpoint_every_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.scheduler not in ("plateau", "cosine", "none"):
+            raise ValueError(f"scheduler must be plateau, cosine or none, got {self.scheduler!r}")
+        for name in ("lr", "batch_size", "valid_batch_size", "max_epochs", "checkpoint_every_steps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    energy: float = 1.0
+    forces: float = 100.0
+    stress: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. ``model`` is the model type's config dict plus ``type``
+    (elements, E0s, average neighbours and scale/shift are filled from the training data unless
+    given)."""
+
+    model: Dict[str, Any]
+    data: DataConfig
+    out: str
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "cpu"
+    init_from: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], where: str = "config") -> "TrainConfig":
+        values = dict(values)
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(valid)}")
+        for required in ("model", "data", "out"):
+            if required not in values:
+                raise ValueError(f"{where} needs a '{required}' section")
+        model = dict(values["model"])
+        if "type" not in model:
+            raise ValueError(f"{where}: model needs a 'type' (e.g. mace)")
+        return cls(
+            model=model,
+            data=_from_dict(DataConfig, values["data"], f"{where}: data"),
+            out=str(values["out"]),
+            loss=_from_dict(LossConfig, values.get("loss"), f"{where}: loss"),
+            optim=_from_dict(OptimConfig, values.get("optim"), f"{where}: optim"),
+            seed=int(values.get("seed", 0)),
+            device=str(values.get("device", "cpu")),
+            init_from=values.get("init_from"),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "TrainConfig":
+        import yaml
+
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        return cls.from_dict(yaml.safe_load(p.read_text()) or {}, where=str(p))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,306 @@
+"""The training loop behind ``mlff train CONFIG.yaml [--resume]``.
+
+- Statistics from the training data fill the model config: elements, E0s (isolated atoms or
+  least squares), average number of neighbours, scale (force RMS) and shift (mean interaction
+  energy per atom); values given in the config win.
+- Batches are shuffled by a generator seeded with ``seed + epoch``, so the order of any epoch is
+  known without replaying earlier ones; with the RNG states in the checkpoint this makes a
+  resumed run follow the uninterrupted one exactly.
+- A checkpoint (atomic) every ``checkpoint_every_steps`` optimiser steps and at every epoch end;
+  ``--resume`` continues from it, losing at most one interval.
+- Each epoch: validation with the EMA weights, ``metrics.jsonl`` (one JSON line per epoch),
+  ``learning_curve.png``, and ``best_model.pt`` when the validation loss improves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mlff import graph as G
+from mlff.data.dataset import DataKeys, GraphDataset, random_split
+from mlff.io import load_model, save_model
+from mlff.models.potential import Potential
+from mlff.models.registry import build_model
+from mlff.train.checkpoint import load_checkpoint, save_checkpoint
+from mlff.train.config import TrainConfig
+from mlff.train.ema import ExponentialMovingAverage
+from mlff.train.losses import LossWeights, loss_terms, weighted_loss
+from mlff.train.metrics import ErrorAccumulator
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train one model as described by a :class:`TrainConfig`."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True) -> None:
+        self.config = config
+        self.progress = progress
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        keys = DataKeys(energy=config.data.energy_key, forces=config.data.forces_key,
+                        stress=config.data.stress_key, virial=None)
+        model_cfg = dict(config.model)
+        model_type = model_cfg.pop("type")
+        r_cut = float(model_cfg.get("r_cut", 5.0))
+        dtype = torch.float64 if model_cfg.get("dtype", "float64") == "float64" else torch.float32
+        require = ("energy", "forces")
+        self.train_set = GraphDataset(config.data.train, r_cut, keys, require=require, dtype=dtype)
+        elements = self.train_set.elements
+        if config.data.valid:
+            self.valid_set: List[Dict[str, torch.Tensor]] = list(
+                GraphDataset(config.data.valid, r_cut, keys, elements, require, dtype).graphs)
+            self.train_graphs = list(self.train_set.graphs)
+        else:
+            tr, va = random_split(len(self.train_set), [1 - config.data.valid_fraction,
+                                                        config.data.valid_fraction], config.seed)
+            self.train_graphs = [self.train_set.graphs[i] for i in tr]
+            self.valid_set = [self.train_set.graphs[i] for i in va]
+        if config.init_from:
+            self.potential = load_model(config.init_from)
+            self.potential.train()
+        else:
+            model_cfg.update(self._statistics(model_cfg, elements, r_cut))
+            self.potential = Potential(build_model(model_type, model_cfg))
+        self.potential.to(config.device)
+        o = config.optim
+        opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.potential.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                 amsgrad=o.amsgrad)
+        self.scheduler = self._make_scheduler()
+        self.ema = ExponentialMovingAverage(self.potential, o.ema_decay) if o.ema_decay else None
+        self.weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress)
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.best_valid = math.inf
+        self.history: List[Dict[str, object]] = []
+        self.elapsed = 0.0
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def _statistics(self, model_cfg: Dict[str, object], elements: List[int], r_cut: float):
+        from mlff.data.statistics import average_num_neighbors, compute_e0s, is_isolated_atom
+
+        frames = self.train_set.frames
+        key = self.config.data.energy_key
+        filled: Dict[str, object] = {"elements": elements}
+        if "e0s" not in model_cfg:
+            e0 = compute_e0s(frames, key, elements)
+            filled["e0s"] = [e0[z] for z in elements]
+        e0s = dict(zip(elements, filled.get("e0s", model_cfg.get("e0s"))))  # type: ignore[arg-type]
+        molecules = [f for f in frames if not is_isolated_atom(f)]
+        if "avg_num_neighbors" not in model_cfg:
+            filled["avg_num_neighbors"] = average_num_neighbors(molecules, r_cut)
+        if "scale" not in model_cfg:
+            forces = np.concatenate([np.asarray(g[G.FORCES]).ravel() for g in self.train_set.graphs])
+            filled["scale"] = float(np.sqrt(np.mean(forces**2))) or 1.0
+        if "shift" not in model_cfg:
+            per_atom = [(float(g[G.ENERGY]) - sum(e0s[int(z)] for z in g[G.ATOMIC_NUMBERS])) /
+                        g[G.POSITIONS].shape[0] for g, f in zip(self.train_set.graphs, frames)
+                        if not is_isolated_atom(f)]
+            filled["shift"] = float(np.mean(per_atom)) if per_atom else 0.0
+        return filled
+
+    def _make_scheduler(self):
+        o = self.config.optim
+        if o.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience)
+        if o.scheduler == "cosine":
+            warm, total = o.warmup_epochs, o.max_epochs
+
+            def factor(epoch: int) -> float:
+                if epoch < warm:
+                    return (epoch + 1) / (warm + 1)
+                return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(1, total - warm)))
+
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        return None
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def _state(self) -> Dict[str, object]:
+        return {
+            "model": self.potential.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "best_valid": self.best_valid, "history": json.dumps(self.history),
+            "elapsed": self.elapsed, "config": json.dumps(self.config.to_dict()),
+        }
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.out / CHECKPOINT, self._state())
+
+    def resume(self) -> None:
+        """Load ``OUT/checkpoint.pt`` (weights, optimiser, EMA, counters and RNG states)."""
+        state = load_checkpoint(self.out / CHECKPOINT)
+        saved = json.loads(state["config"])  # type: ignore[arg-type]
+        if saved != json.loads(json.dumps(self.config.to_dict())):
+            raise ValueError(f"{self.out / CHECKPOINT} was written with a different config; "
+                             "resume with the same config or choose another 'out'")
+        self.potential.load_state_dict(state["model"])  # type: ignore[arg-type]
+        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])  # type: ignore[arg-type]
+        self.epoch = int(state["epoch"])  # type: ignore[arg-type]
+        self.batch_in_epoch = int(state["batch_in_epoch"])  # type: ignore[arg-type]
+        self.step = int(state["step"])  # type: ignore[arg-type]
+        self.best_valid = float(state["best_valid"])  # type: ignore[arg-type]
+        self.history = json.loads(state["history"])  # type: ignore[arg-type]
+        self.elapsed = float(state["elapsed"])  # type: ignore[arg-type]
+
+    # --- loop ---------------------------------------------------------------------------
+
+    def _batches(self, epoch: int) -> List[List[int]]:
+        order = np.random.default_rng(self.config.seed + epoch).permutation(len(self.train_graphs))
+        b = self.config.optim.batch_size
+        return [order[k : k + b].tolist() for k in range(0, len(order), b)]
+
+    def _to_device(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {k: v.to(self.config.device) for k, v in batch.items()}
+
+    def validate(self) -> Tuple[float, Dict[str, object]]:
+        """Validation loss and error metrics (EMA weights when EMA is on)."""
+        acc = ErrorAccumulator()
+        total, n = 0.0, 0
+        stress = self.config.loss.stress > 0
+        context = self.ema.average_parameters(self.potential) if self.ema else _null()
+        with context:
+            self.potential.eval()
+            bs = self.config.optim.valid_batch_size
+            for k in range(0, len(self.valid_set), bs):
+                batch = self._to_device(G.collate(self.valid_set[k : k + bs]))
+                pred = self.potential(batch, compute_forces=True, compute_stress=stress)
+                total += float(weighted_loss(pred, batch, self.weights).detach()) * G.num_graphs(batch)
+                n += G.num_graphs(batch)
+                acc.add(pred, batch)
+            self.potential.train()
+        return total / max(n, 1), acc.summary()
+
+    def train(self) -> Dict[str, object]:
+        from tqdm.auto import tqdm
+
+        o = self.config.optim
+        stress = self.config.loss.stress > 0
+        start_time = time.time() - self.elapsed
+        self.potential.train()
+        while self.epoch < o.max_epochs:
+            batches = self._batches(self.epoch)
+            bar = tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
+                       desc=f"epoch {self.epoch + 1}/{o.max_epochs}", unit="batch")
+            running: List[float] = []
+            while self.batch_in_epoch < len(batches):
+                idx = batches[self.batch_in_epoch]
+                batch = self._to_device(G.collate([self.train_graphs[i] for i in idx]))
+                pred = self.potential(batch, compute_forces=True, compute_stress=stress)
+                loss = weighted_loss(pred, batch, self.weights)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if o.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.potential.parameters(), o.grad_clip)
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.potential)
+                self.step += 1
+                self.batch_in_epoch += 1
+                running.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4g}")
+                bar.update(1)
+                self.elapsed = time.time() - start_time
+                if self.step % o.checkpoint_every_steps == 0:
+                    self.save_checkpoint()
+                if o.max_seconds is not None and self.elapsed > o.max_seconds:
+                    break
+            bar.close()
+            if self.batch_in_epoch < len(batches):  # wall-clock budget ran out mid-epoch
+                self.save_checkpoint()
+                break
+            valid_loss, metrics = self.validate()
+            if self.scheduler is not None:
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(valid_loss)
+                else:
+                    self.scheduler.step()
+            record = {"epoch": self.epoch + 1, "step": self.step,
+                      "train_loss": float(np.mean(running)) if running else None,
+                      "valid_loss": valid_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                      "seconds": round(self.elapsed, 2), **metrics}
+            self.history.append(record)
+            if valid_loss < self.best_valid:
+                self.best_valid = valid_loss
+                self.save_best()
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.save_checkpoint()
+            _atomic_write_text(self.out / "metrics.jsonl",
+                               "".join(json.dumps(r) + "\n" for r in self.history))
+            self.plot_learning_curve()
+        return {"epochs": self.epoch, "steps": self.step, "best_valid_loss": self.best_valid}
+
+    def save_best(self) -> None:
+        """``best_model.pt`` with the EMA weights (when EMA is on)."""
+        context = self.ema.average_parameters(self.potential) if self.ema else _null()
+        with context:
+            save_model(self.potential, self.out / "best_model.pt",
+                       metadata={"training": {"config": self.config.to_dict(), "epoch": self.epoch + 1,
+                                              "valid_loss": self.best_valid}})
+
+    def plot_learning_curve(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.history]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.semilogy(epochs, [r["train_loss"] for r in self.history], label="train")
+        ax.semilogy(epochs, [r["valid_loss"] for r in self.history], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        fig.tight_layout()
+        tmp = self.out / ".learning_curve.tmp.png"
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        os.replace(tmp, self.out / "learning_curve.png")
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def run_training(config_path: str, resume: bool = False, progress: bool = True) -> Dict[str, object]:
+    """Entry point of ``mlff train``: build the trainer, resume if asked, train."""
+    config = TrainConfig.from_yaml(config_path)
+    trainer = Trainer(config, progress=progress)
+    if resume:
+        trainer.resume()
+    elif (trainer.out / CHECKPOINT).exists():
+        raise FileExistsError(f"{trainer.out / CHECKPOINT} exists; pass --resume to continue it "
+                              "or choose another 'out'")
+    return trainer.train()
