@@ -19,6 +19,7 @@ COMMANDS: Dict[str, str] = {
     "stats": "statistics of a labelled dataset (E0s, neighbours, force RMS, ...)",
     "dataset": "build the project's reference datasets (organic-gfn2)",
     "train": "train a model from a YAML config (resumable with --resume)",
+    "eval": "errors of a model on labelled data (MAE/RMSE, per element) with parity plots",
     "demo": "the main job on shipped inputs",
 }
 
@@ -213,6 +214,35 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help=COMMANDS["eval"], description=COMMANDS["eval"])
+    p.add_argument("model", help="model file (.pt written by mlff train)")
+    p.add_argument("data", nargs="+", help="labelled files")
+    p.add_argument("--out", default="eval", help="folder for eval.json and parity plots")
+    p.add_argument("--energy-key", default="energy_xtb")
+    p.add_argument("--forces-key", default="forces_xtb")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from mlff.data.dataset import DataKeys
+    from mlff.train.evaluate import evaluate
+
+    keys = DataKeys(energy=args.energy_key, forces=args.forces_key, stress=None, virial=None)
+    results = evaluate(args.model, args.data, args.out, keys, args.batch_size)
+    for name, m in results.items():
+        if name == "model":
+            continue
+        e, f = m["energy_per_atom_meV"], m["forces_meV_per_A"]
+        print(f"{name}: energy MAE {e['mae']:.2f} RMSE {e['rmse']:.2f} meV/atom; forces MAE "
+              f"{f['mae']:.1f} RMSE {f['rmse']:.1f} meV/A ({e['n']} structures)")
+        for el, fe in m["forces_meV_per_A_by_element"].items():
+            print(f"    {el}: force MAE {fe['mae']:.1f} meV/A")
+    print(f"written to {args.out}/eval.json and parity plots")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=COMMANDS["demo"], description=(
         "Sample alanine dipeptide with GFN2-xTB MD, label the frames with GFN2-xTB, print their "
@@ -267,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_demo):
+    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_eval, _add_demo):
         add(sub)
     return parser
 

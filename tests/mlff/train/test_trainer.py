@@ -101,3 +101,18 @@ def test_resume_after_kill_matches_uninterrupted(small_data, tmp_path):
     ref_hist = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     res_hist = [json.loads(l) for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["valid_loss"] for r in ref_hist] == [r["valid_loss"] for r in res_hist]
+
+
+def test_eval_writes_metrics_and_parity_plots(small_data, tmp_path, capsys):
+    from md_workflows.cli import main
+
+    cfg = write_config(tmp_path / "c.yaml", small_data, tmp_path / "run", max_epochs=1)
+    assert main(["train", str(cfg)]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", str(tmp_path / "run" / "best_model.pt"), str(small_data / "valid.extxyz"),
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "valid: energy MAE" in text and "H: force MAE" in text
+    metrics = json.loads((out / "eval.json").read_text())["valid"]
+    assert metrics["forces_meV_per_A"]["n"] > 0
+    assert (out / "parity_valid.png").stat().st_size > 0

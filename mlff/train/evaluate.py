@@ -1,0 +1,89 @@
+"""``mlff eval MODEL DATA...``: errors of a model file on labelled data, with parity plots.
+
+Writes ``OUT/eval.json`` (MAE/RMSE of energy per atom, forces overall and per element, per data
+file) and ``OUT/parity_<file>.png`` (energy per atom and force components, prediction against
+reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from mlff import graph as G
+from mlff.data.dataset import DataKeys, GraphDataset
+from mlff.io import load_model
+from mlff.train.metrics import ErrorAccumulator
+
+
+def evaluate(
+    model_path: str,
+    data_paths: Sequence[str],
+    out: str,
+    keys: DataKeys = DataKeys.xtb(),
+    batch_size: int = 16,
+    plots: bool = True,
+) -> Dict[str, object]:
+    """Evaluate ``model_path`` on each file of ``data_paths``; returns the metrics dict."""
+    potential = load_model(model_path)
+    dtype = next(potential.parameters()).dtype
+    elements = list(potential.model.config.elements)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: Dict[str, object] = {"model": str(model_path)}
+    for path in data_paths:
+        ds = GraphDataset(path, potential.r_cut, keys, elements, ("energy", "forces"), dtype)
+        acc = ErrorAccumulator()
+        ref_e: List[float] = []
+        pred_e: List[float] = []
+        ref_f: List[np.ndarray] = []
+        pred_f: List[np.ndarray] = []
+        for k in range(0, len(ds), batch_size):
+            batch = G.collate(ds.graphs[k : k + batch_size])
+            pred = potential(batch, compute_forces=True)
+            acc.add(pred, batch)
+            n = torch.bincount(batch[G.BATCH], minlength=G.num_graphs(batch)).double()
+            ref_e += (batch[G.ENERGY] / n).tolist()
+            pred_e += (pred["energy"].detach() / n).tolist()
+            ref_f.append(batch[G.FORCES].numpy().ravel())
+            pred_f.append(pred["forces"].detach().double().numpy().ravel())
+        name = Path(path).stem
+        results[name] = acc.summary()
+        if plots:
+            _parity(np.array(ref_e), np.array(pred_e), np.concatenate(ref_f), np.concatenate(pred_f),
+                    results[name], out_dir / f"parity_{name}.png", name)
+    tmp = out_dir / ".eval.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out_dir / "eval.json")
+    return results
+
+
+def _parity(ref_e, pred_e, ref_f, pred_f, metrics, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, ref, pred, label, key, unit in (
+        (axes[0], ref_e, pred_e, "energy per atom (eV)", "energy_per_atom_meV", "meV/atom"),
+        (axes[1], ref_f, pred_f, "force component (eV/A)", "forces_meV_per_A", "meV/A"),
+    ):
+        ax.scatter(ref, pred, s=2, alpha=0.4)
+        lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {label}")
+        ax.set_ylabel(f"predicted {label}")
+        m = metrics[key]
+        ax.set_title(f"MAE {m['mae']:.1f}, RMSE {m['rmse']:.1f} {unit}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
