@@ -61,7 +61,15 @@ class Trainer:
         r_cut = float(model_cfg.get("r_cut", 5.0))
         dtype = torch.float64 if model_cfg.get("dtype", "float64") == "float64" else torch.float32
         require = ("energy", "forces")
-        self.train_set = GraphDataset(config.data.train, r_cut, keys, require=require, dtype=dtype)
+        init_model: Optional[Potential] = None
+        model_elements: Optional[List[int]] = None
+        if config.init_from:
+            # fine-tuning keeps the model's element set (species indices) and E0s
+            init_model = load_model(config.init_from)
+            model_elements = list(init_model.model.config.elements)
+            r_cut = init_model.r_cut
+            dtype = next(init_model.parameters()).dtype
+        self.train_set = GraphDataset(config.data.train, r_cut, keys, model_elements, require, dtype)
         elements = self.train_set.elements
         if config.data.valid:
             self.valid_set: List[Dict[str, torch.Tensor]] = list(
@@ -72,8 +80,8 @@ class Trainer:
                                                         config.data.valid_fraction], config.seed)
             self.train_graphs = [self.train_set.graphs[i] for i in tr]
             self.valid_set = [self.train_set.graphs[i] for i in va]
-        if config.init_from:
-            self.potential = load_model(config.init_from)
+        if init_model is not None:
+            self.potential = init_model
             self.potential.train()
         else:
             model_cfg.update(self._statistics(model_cfg, elements, r_cut))

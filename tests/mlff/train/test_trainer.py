@@ -116,3 +116,37 @@ def test_eval_writes_metrics_and_parity_plots(small_data, tmp_path, capsys):
     metrics = json.loads((out / "eval.json").read_text())["valid"]
     assert metrics["forces_meV_per_A"]["n"] > 0
     assert (out / "parity_valid.png").stat().st_size > 0
+
+
+def test_init_from_starts_at_the_loaded_model(small_data, tmp_path):
+    """Fine-tuning starts from the given model file: same weights, elements and E0s."""
+    base_cfg = write_config(tmp_path / "base.yaml", small_data, tmp_path / "base", max_epochs=1)
+    Trainer(TrainConfig.from_yaml(str(base_cfg)), progress=False).train()
+    base_model = tmp_path / "base" / "best_model.pt"
+    cfg = yaml.safe_load(write_config(tmp_path / "ft.yaml", small_data, tmp_path / "ft",
+                                      max_epochs=1).read_text())
+    cfg["init_from"] = str(base_model)
+    fine = Trainer(TrainConfig.from_dict(cfg), progress=False)
+    loaded = load_model(base_model)
+    assert fine.potential.model.config == loaded.model.config
+    for (k, a), (_, b) in zip(fine.potential.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    fine.train()
+    assert load_model(tmp_path / "ft" / "best_model.pt").model.config.e0s == loaded.model.config.e0s
+
+
+def test_init_from_keeps_the_model_species_order(small_data, tmp_path):
+    """Data without carbon must still map H and O to the loaded model's species indices."""
+    base_cfg = write_config(tmp_path / "base.yaml", small_data, tmp_path / "base", max_epochs=1)
+    Trainer(TrainConfig.from_yaml(str(base_cfg)), progress=False).train()
+    water = [f for f in ase.io.read(small_data / "train.extxyz", ":")
+             if set(f.get_chemical_symbols()) <= {"H", "O"}]
+    ase.io.write(tmp_path / "water.extxyz", water)
+    cfg = yaml.safe_load(write_config(tmp_path / "ft.yaml", small_data, tmp_path / "ft").read_text())
+    cfg["init_from"] = str(tmp_path / "base" / "best_model.pt")
+    cfg["data"]["train"] = str(tmp_path / "water.extxyz")
+    fine = Trainer(TrainConfig.from_dict(cfg), progress=False)
+    assert fine.train_set.elements == [1, 6, 8]
+    g = next(g for g in fine.train_graphs if len(g["atomic_numbers"]) > 1)  # a water molecule
+    assert g["species"][g["atomic_numbers"] == 8].tolist() == [2]
+    assert set(g["species"][g["atomic_numbers"] == 1].tolist()) == {0}
