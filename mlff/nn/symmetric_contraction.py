@@ -169,7 +169,6 @@ class SymmetricContraction(nn.Module):
         kept = [all_monos[k] for k in keep]
 
         # Monomial recursion tables: degree-d monomials = (degree d-1 monomial) * A[last index].
-        self.register_buffer("deg1_index", torch.arange(dim), persistent=False)
         prev_index = {(i,): i for i in range(dim)}
         pair_tables: List[Tuple[Tensor, Tensor]] = []
         deg_lists: List[List[Tuple[int, ...]]] = [[(i,) for i in range(dim)]]
@@ -205,10 +204,9 @@ class SymmetricContraction(nn.Module):
             self.out_dims.append(int(c.shape[1]))
             self.num_paths.append(int(c.shape[2]))
             blocks.append(c.reshape(len(order), -1))
-        # One coupling matrix for all outputs: [n_monomials, sum_j M_j * K_j].
-        self.register_buffer("coupling", torch.cat(blocks, dim=1).to(dtype))
-        # transposed copy for the [cols, n_mono] @ [n_mono, N*C] product (derived, not saved)
-        self.register_buffer("coupling_t", self.coupling.t().contiguous(), persistent=False)
+        # One coupling matrix for all outputs, in the layout forward uses:
+        # [sum_j M_j * K_j, n_monomials]. It is saved with the model (the basis of its weights).
+        self.register_buffer("coupling", torch.cat(blocks, dim=1).t().contiguous().to(dtype))
         k_total = sum(self.num_paths)
         scale = torch.cat([torch.full((k,), 1.0 / math.sqrt(k)) for k in self.num_paths])
         self.weights = nn.Parameter(
@@ -238,7 +236,7 @@ class SymmetricContraction(nn.Module):
     def forward(self, a: Tensor, species: Tensor) -> Tensor:
         n, c = a.shape[0], a.shape[1]
         p = self._monomial_features(a)  # [n_mono, N*C]
-        q_all = self.coupling_t @ p  # [sum_j M_j K_j, N*C]
+        q_all = self.coupling @ p  # [sum_j M_j K_j, N*C]
         w_all = self.weights.index_select(0, species)  # [N, K_total, C]
         outs: List[Tensor] = []
         row = 0

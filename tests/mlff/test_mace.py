@@ -87,3 +87,18 @@ def test_config_validation_lists_valid_keys():
         MACEConfig(elements=(1,), correlation=7)
     with pytest.raises(ValueError, match="dtype"):
         MACEConfig(elements=(1,), dtype="float16")
+
+
+def test_loaded_coupling_basis_is_the_one_used():
+    """The coupling basis is state: a state dict's basis (not the one rebuilt at construction)
+    drives the forward pass after loading."""
+    torch.manual_seed(0)
+    sc = SymmetricContraction(2, 1, [(0, 1)], 2, 1, dtype=torch.float64)
+    a = torch.randn(3, 2, 4, dtype=torch.float64)
+    species = torch.zeros(3, dtype=torch.long)
+    state = sc.state_dict()
+    assert "coupling" in state
+    state["coupling"] = 2.0 * state["coupling"]
+    before = sc(a, species)
+    sc.load_state_dict(state)
+    torch.testing.assert_close(sc(a, species), 2.0 * before)
