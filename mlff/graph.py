@@ -225,6 +225,11 @@ def collate(graphs: Sequence[Graph]) -> Graph:
     return out
 
 
+def atoms_per_graph(graph: Graph) -> Tensor:
+    """Number of atoms of each graph ``[B]`` as float64 (for per-atom normalisation)."""
+    return torch.bincount(graph[BATCH], minlength=graph[CELL].shape[0]).to(torch.float64)
+
+
 def num_graphs(graph: Graph) -> int:
     """Number of graphs B in a (batched) graph."""
     return int(graph[CELL].shape[0])

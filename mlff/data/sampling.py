@@ -212,7 +212,6 @@ def normal_mode_frames(
     from ase.units import invcm
 
     rng = np.random.default_rng(seed)
-    name = str(atoms.info.get(INFO_MOLECULE, atoms.get_chemical_formula()))
     h = hessian(atoms, calc) if hessian_matrix is None else hessian_matrix
     masses = np.repeat(atoms.get_masses(), 3)
     inv_sqrt_m = 1.0 / np.sqrt(masses)

@@ -17,21 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
-
-def _energy(atoms: Atoms, key: str) -> Optional[float]:
-    if key in atoms.info:
-        return float(atoms.info[key])
-    if key in ("energy", "free_energy") and atoms.calc is not None:
-        return float(atoms.calc.results.get(key)) if key in atoms.calc.results else None
-    return None
-
-
-def _forces(atoms: Atoms, key: str) -> Optional[np.ndarray]:
-    if key in atoms.arrays:
-        return np.asarray(atoms.arrays[key], dtype=np.float64)
-    if key == "forces" and atoms.calc is not None and "forces" in atoms.calc.results:
-        return np.asarray(atoms.calc.results["forces"], dtype=np.float64)
-    return None
+from mlff.data.dataset import get_energy, get_forces
 
 
 def is_isolated_atom(atoms: Atoms) -> bool:
@@ -50,14 +36,14 @@ def compute_e0s(
     e0: Dict[int, float] = {}
     for f in frames:
         if is_isolated_atom(f):
-            e = _energy(f, energy_key)
+            e = get_energy(f, energy_key)
             if e is not None:
                 e0[int(f.numbers[0])] = e
     missing = [z for z in zs if z not in e0]
     if missing:
         rows, targets = [], []
         for f in frames:
-            e = _energy(f, energy_key)
+            e = get_energy(f, energy_key)
             if e is None or is_isolated_atom(f):
                 continue
             counts = Counter(int(z) for z in f.numbers)
@@ -80,6 +66,25 @@ def compute_e0s(
         for z, v in zip(missing, sol):
             e0[z] = float(v)
     return {z: e0[z] for z in zs}
+
+
+def interaction_energies_per_atom(
+    frames: Sequence[Atoms], energy_key: str, e0s: Dict[int, float]
+) -> List[float]:
+    """``(E - sum_i E0[Z_i]) / N`` (eV/atom) for every frame of ``frames`` with an energy."""
+    out: List[float] = []
+    for f in frames:
+        e = get_energy(f, energy_key)
+        if e is not None:
+            out.append((e - sum(e0s[int(z)] for z in f.numbers)) / len(f))
+    return out
+
+
+def force_components_squared(frames: Sequence[Atoms], forces_key: str) -> np.ndarray:
+    """Squares of every force component (eV^2/A^2) of ``frames`` that carry forces."""
+    parts = [(fr**2).reshape(-1) for fr in (get_forces(f, forces_key) for f in frames)
+             if fr is not None]
+    return np.concatenate(parts) if parts else np.zeros(1)
 
 
 def average_num_neighbors(frames: Sequence[Atoms], cutoff: float) -> float:
@@ -125,18 +130,9 @@ def dataset_statistics(
         e0_note = None
     except ValueError as exc:
         e0, e0_note = {}, str(exc)
-    per_atom: List[float] = []
-    force_sq: List[np.ndarray] = []
-    for f in frames:
-        if is_isolated_atom(f):
-            continue
-        e = _energy(f, energy_key)
-        if e is not None and e0:
-            per_atom.append((e - sum(e0[int(z)] for z in f.numbers)) / len(f))
-        fr = _forces(f, forces_key)
-        if fr is not None:
-            force_sq.append((fr**2).reshape(-1))
-    all_f2 = np.concatenate(force_sq) if force_sq else np.zeros(1)
+    molecules = [f for f in frames if not is_isolated_atom(f)]
+    per_atom = interaction_energies_per_atom(molecules, energy_key, e0) if e0 else []
+    all_f2 = force_components_squared(molecules, forces_key)
     sources = Counter(
         f"{f.info.get('sample_method', f.info.get('config_type', 'unknown'))}"
         + (f"@{f.info['temperature_K']:.0f}K" if "temperature_K" in f.info else "")
@@ -159,9 +155,7 @@ def dataset_statistics(
         },
         "force_rms_eV_per_A": float(np.sqrt(all_f2.mean())),
         "force_max_eV_per_A": float(np.sqrt(all_f2.max())),
-        "avg_num_neighbors": average_num_neighbors(
-            [f for f in frames if not is_isolated_atom(f)], cutoff
-        ),
+        "avg_num_neighbors": average_num_neighbors(molecules, cutoff),
         "avg_num_neighbors_cutoff_A": cutoff,
         "sources": dict(sorted(sources.items())),
     }

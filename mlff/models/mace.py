@@ -19,8 +19,7 @@ Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch

@@ -14,7 +14,7 @@ which is several times cheaper in memory and time.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 from torch import Tensor, nn

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
-import torch
 
 from mlff import graph as G
 from mlff.data.dataset import DataKeys, GraphDataset
@@ -47,7 +46,7 @@ def evaluate(
             batch = G.collate(ds.graphs[k : k + batch_size])
             pred = potential(batch, compute_forces=True)
             acc.add(pred, batch)
-            n = torch.bincount(batch[G.BATCH], minlength=G.num_graphs(batch)).double()
+            n = G.atoms_per_graph(batch)
             ref_e += (batch[G.ENERGY] / n).tolist()
             pred_e += (pred["energy"].detach() / n).tolist()
             ref_f.append(batch[G.FORCES].numpy().ravel())

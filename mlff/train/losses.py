@@ -39,7 +39,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Unweighted per-term mean squared errors (each a scalar tensor)."""
-    n_atoms = torch.bincount(batch[G.BATCH], minlength=batch[G.CELL].shape[0]).to(torch.float64)
+    n_atoms = G.atoms_per_graph(batch)
     w_graph = batch[G.WEIGHT]
     out: Dict[str, Tensor] = {}
     de = (pred["energy"] - batch[G.ENERGY]) / n_atoms

@@ -26,7 +26,7 @@ class ErrorAccumulator:
 
     @torch.no_grad()
     def add(self, pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> None:
-        n_atoms = torch.bincount(batch[G.BATCH], minlength=batch[G.CELL].shape[0]).to(torch.float64)
+        n_atoms = G.atoms_per_graph(batch)
         has_e = batch[G.ENERGY_WEIGHT] > 0
         de = (pred["energy"].detach().to(torch.float64) - batch[G.ENERGY]) / n_atoms
         self.energy.append(de[has_e])

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from mlff.models.registry import build_model
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import TrainConfig
 from mlff.train.ema import ExponentialMovingAverage
-from mlff.train.losses import LossWeights, loss_terms, weighted_loss
+from mlff.train.losses import LossWeights, weighted_loss
 from mlff.train.metrics import ErrorAccumulator
 
 CHECKPOINT = "checkpoint.pt"
@@ -104,7 +105,13 @@ class Trainer:
     # --- set-up -------------------------------------------------------------------------
 
     def _statistics(self, model_cfg: Dict[str, object], elements: List[int], r_cut: float):
-        from mlff.data.statistics import average_num_neighbors, compute_e0s, is_isolated_atom
+        from mlff.data.statistics import (
+            average_num_neighbors,
+            compute_e0s,
+            force_components_squared,
+            interaction_energies_per_atom,
+            is_isolated_atom,
+        )
 
         frames = self.train_set.frames
         key = self.config.data.energy_key
@@ -117,12 +124,10 @@ class Trainer:
         if "avg_num_neighbors" not in model_cfg:
             filled["avg_num_neighbors"] = average_num_neighbors(molecules, r_cut)
         if "scale" not in model_cfg:
-            forces = np.concatenate([np.asarray(g[G.FORCES]).ravel() for g in self.train_set.graphs])
-            filled["scale"] = float(np.sqrt(np.mean(forces**2))) or 1.0
+            forces_key = self.config.data.forces_key
+            filled["scale"] = float(np.sqrt(np.mean(force_components_squared(frames, forces_key)))) or 1.0
         if "shift" not in model_cfg:
-            per_atom = [(float(g[G.ENERGY]) - sum(e0s[int(z)] for z in g[G.ATOMIC_NUMBERS])) /
-                        g[G.POSITIONS].shape[0] for g, f in zip(self.train_set.graphs, frames)
-                        if not is_isolated_atom(f)]
+            per_atom = interaction_energies_per_atom(molecules, key, e0s)
             filled["shift"] = float(np.mean(per_atom)) if per_atom else 0.0
         return filled
 
@@ -193,7 +198,7 @@ class Trainer:
         acc = ErrorAccumulator()
         total, n = 0.0, 0
         stress = self.config.loss.stress > 0
-        context = self.ema.average_parameters(self.potential) if self.ema else _null()
+        context = self.ema.average_parameters(self.potential) if self.ema else contextlib.nullcontext()
         with context:
             self.potential.eval()
             bs = self.config.optim.valid_batch_size
@@ -268,7 +273,7 @@ class Trainer:
 
     def save_best(self) -> None:
         """``best_model.pt`` with the EMA weights (when EMA is on)."""
-        context = self.ema.average_parameters(self.potential) if self.ema else _null()
+        context = self.ema.average_parameters(self.potential) if self.ema else contextlib.nullcontext()
         with context:
             save_model(self.potential, self.out / "best_model.pt",
                        metadata={"training": {"config": self.config.to_dict(), "epoch": self.epoch + 1,
@@ -292,14 +297,6 @@ class Trainer:
         fig.savefig(tmp, dpi=120)
         plt.close(fig)
         os.replace(tmp, self.out / "learning_curve.png")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def run_training(config_path: str, resume: bool = False, progress: bool = True) -> Dict[str, object]:

@@ -7,7 +7,7 @@ whose elements include H, C, O) and inherits :class:`ModelTests`. Each test buil
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 import pytest

@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from mlff.data.label import LabelSettings, label_atoms, label_file, make_calculator
+from mlff.data.label import LabelSettings, label_atoms, label_file
 from mlff.data.sampling import random_displacement_frames
 
 

@@ -1,7 +1,6 @@
 """Losses, metrics, EMA and checkpoints: values known by construction, atomic writes, exact
 RNG restoration."""
 
-import os
 import random
 import signal
 import subprocess

@@ -3,7 +3,6 @@ bad configs are refused, and a run killed with SIGKILL resumes to the same model
 uninterrupted run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
