@@ -17,7 +17,7 @@ from mlff.models.potential import Potential
 from mlff.models.registry import build_model, model_type_of
 
 FORMAT = "mlff-model"
-VERSION = 1
+VERSION = 2
 #: version -> function upgrading a file dict of that version to version + 1.
 MIGRATIONS: Dict[int, Callable[[dict], dict]] = {}
 

@@ -16,7 +16,6 @@ Per interaction layer t (shapes for N atoms, E edges, C channels):
 Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
 """
 
-from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
@@ -26,7 +25,8 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
-from mlff.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP
+from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
+from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -52,6 +52,7 @@ class MACEConfig:
         e0s: isolated-atom energies (eV), one per element.
         scale: energy scale of the readouts (eV); shift: per-atom energy shift (eV).
         dtype: "float32" or "float64" (parameters and internal arithmetic).
+        ensemble_size: number of independent members M evaluated together (1: a single model).
     """
 
     elements: Tuple[int, ...]
@@ -70,6 +71,7 @@ class MACEConfig:
     scale: float = 1.0
     shift: float = 0.0
     dtype: str = "float64"
+    ensemble_size: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
@@ -86,7 +88,7 @@ class MACEConfig:
             "max_ell": 0 <= self.max_ell <= 4, "correlation": 1 <= self.correlation <= 4,
             "r_cut": self.r_cut > 0, "num_interactions": self.num_interactions >= 1,
             "num_bessel": self.num_bessel >= 1, "cutoff_p": self.cutoff_p >= 2,
-            "readout_mlp": self.readout_mlp >= 1, "avg_num_neighbors": self.avg_num_neighbors > 0,
+            "readout_mlp": self.readout_mlp >= 1, "ensemble_size": self.ensemble_size >= 1, "avg_num_neighbors": self.avg_num_neighbors > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -125,20 +127,30 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def _hidden_irreps(channels: int, max_L: int) -> o3.Irreps:
-    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(max_L + 1)])
+def _hidden_irreps(channels: int, max_L: int) -> List[Tuple[int, int, int]]:
+    return [(channels, l, (-1) ** l) for l in range(max_L + 1)]
 
 
-def _sh_irreps(channels: int, max_ell: int) -> o3.Irreps:
-    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(max_ell + 1)])
+def _sh_irreps(channels: int, max_ell: int) -> List[Tuple[int, int, int]]:
+    return [(channels, l, (-1) ** l) for l in range(max_ell + 1)]
+
+
+def _e3nn(irreps: List[Tuple[int, int, int]]) -> o3.Irreps:
+    return o3.Irreps([(mul, (l, p)) for mul, l, p in irreps])
 
 
 class InteractionBlock(nn.Module):
-    """Node features + edge features -> atomic basis ``A`` ``[N, C, (max_ell+1)^2]``."""
+    """Node features + edge features -> atomic basis ``A`` ``[N, M * C, (max_ell+1)^2]``.
+
+    Node features are ``[M, N, F]`` (member-major, e3nn layout per member, see
+    :mod:`mlff.nn.linear`); edge harmonics ``[M * E, (max_ell+1)^2]`` and radial features
+    ``[M, E, num_bessel]`` are per member because every member differentiates with respect to
+    its own copy of the positions (per-member forces in one backward pass).
+    """
 
     def __init__(
         self,
-        irreps_in: o3.Irreps,
+        irreps_in: List[Tuple[int, int, int]],
         irreps_sh: o3.Irreps,
         channels: int,
         max_ell: int,
@@ -147,37 +159,37 @@ class InteractionBlock(nn.Module):
         avg_num_neighbors: float,
         num_species: int,
         species_mixing: bool,
+        members: int,
     ) -> None:
         super().__init__()
         target = _sh_irreps(channels, max_ell)
-        self.linear_up = o3.Linear(irreps_in, irreps_in)
+        e3nn_target = _e3nn(target)
+        self.linear_up = IrrepsLinear(irreps_in, irreps_in, members)
         irreps_mid: List[Tuple[int, o3.Irrep]] = []
         instructions = []
-        for i, (mul, ir_in) in enumerate(irreps_in):
+        for i, (mul, ir_in) in enumerate(_e3nn(irreps_in)):
             for j, (_, ir_sh) in enumerate(irreps_sh):
                 for ir_out in ir_in * ir_sh:
-                    if ir_out in target:
+                    if ir_out in e3nn_target:
                         k = len(irreps_mid)
                         irreps_mid.append((mul, ir_out))
                         instructions.append((i, j, k, "uvu", True))
+        # channel-wise ("uvu") product, one weight per edge, channel and path from the radial MLP
         self.conv_tp = o3.TensorProduct(
-            irreps_in,
-            irreps_sh,
-            o3.Irreps(irreps_mid),
-            instructions,
-            shared_weights=False,
-            internal_weights=False,
+            _e3nn(irreps_in), irreps_sh, o3.Irreps(irreps_mid), instructions,
+            shared_weights=False, internal_weights=False,
         )
-        self.radial = RadialMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel])
-        self.linear = o3.Linear(o3.Irreps(irreps_mid), target)
+        self.radial = GroupedMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel], members)
+        mid = [(mul, ir.l, ir.p) for mul, ir in irreps_mid]
+        self.linear = IrrepsLinear(mid, target, members)
         # First layer: a species-dependent linear map of A (its input carries no species
         # information beyond the embedding). Zero or one module, TorchScript-friendly.
         self.mixing = nn.ModuleList()
         if species_mixing:
-            self.mixing.append(
-                o3.FullyConnectedTensorProduct(target, o3.Irreps(f"{num_species}x0e"), target))
+            self.mixing.append(IrrepsLinear(target, target, members, num_species))
         self.inv_avg_neighbors = 1.0 / float(avg_num_neighbors)
         self.channels = channels
+        self.members = members
         self.dims: List[int] = [2 * l + 1 for l in range(max_ell + 1)]
 
     def forward(
@@ -190,53 +202,72 @@ class InteractionBlock(nn.Module):
     ) -> Tensor:
         sender = edge_index[0]
         receiver = edge_index[1]
-        x = self.linear_up(node_feats)
-        weights = self.radial(edge_radial)  # [E, weight_numel]
-        messages = self.conv_tp(x[sender], edge_attrs, weights)  # [E, mid]
+        m, n = node_feats.shape[0], node_feats.shape[1]
+        n_edges = sender.shape[0]
+        x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
+        weights = self.radial(edge_radial).reshape(m * n_edges, -1)  # [M*E, weight_numel]
+        x_edges = x.index_select(1, sender).reshape(m * n_edges, -1)  # [M*E, F]
+        messages = self.conv_tp(x_edges, edge_attrs, weights).view(m, n_edges, -1)  # [M, E, mid]
         summed = torch.zeros(
-            node_feats.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device
-        ).index_add_(0, receiver, messages)
-        a = self.linear(summed * self.inv_avg_neighbors)  # [N, C * D] in e3nn layout
+            m, n, messages.shape[2], dtype=messages.dtype, device=messages.device
+        ).index_add_(1, receiver, messages)
+        a = self.linear(summed * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
         for mix in self.mixing:
             a = mix(a, species_onehot)
-        # e3nn layout [C x 1 | C x 3 | C x 5 | ...] -> [N, C, D]
-        n = a.shape[0]
+        # per member [C x 1 | C x 3 | C x 5 | ...] -> [M, N, C, D] -> [N, M * C, D]
         blocks: List[Tensor] = []
         start = 0
         for d in self.dims:
-            blocks.append(a[:, start : start + self.channels * d].reshape(n, self.channels, d))
+            blocks.append(a[:, :, start : start + self.channels * d].reshape(m, n, self.channels, d))
             start += self.channels * d
-        return torch.cat(blocks, dim=2)
+        return torch.cat(blocks, dim=3).transpose(0, 1).reshape(n, m * self.channels, -1)
 
 
 class ProductBlock(nn.Module):
     """Symmetric contraction of ``A`` + linear + species-dependent skip from the layer input
-    (no skip in the first layer, whose input is only the species embedding)."""
+    (no skip in the first layer, whose input is only the species embedding).
+
+    ``a``: ``[N, M * C, D]``; ``node_feats``: ``[M, N, F_in]``; returns ``[M, N, F_out]``.
+    """
+
+    out_dims: List[int]
 
     def __init__(
         self,
-        irreps_in: o3.Irreps,
-        irreps_out: o3.Irreps,
+        irreps_in: List[Tuple[int, int, int]],
+        irreps_out: List[Tuple[int, int, int]],
         channels: int,
         max_ell: int,
         correlation: int,
         num_species: int,
+        members: int,
         use_skip: bool = True,
     ) -> None:
         super().__init__()
+        # the contraction is channel-wise, so the members' channels simply sit side by side
         self.contraction = SymmetricContraction(
-            channels, max_ell, [(ir.l, ir.p) for _, ir in irreps_out], correlation, num_species
+            members * channels, max_ell, [(l, p) for _, l, p in irreps_out], correlation, num_species
         )
-
-        self.linear = o3.Linear(irreps_out, irreps_out)
+        self.linear = IrrepsLinear(irreps_out, irreps_out, members)
         # zero or one skip modules (a ModuleList keeps forward TorchScript-able either way)
         self.skips = nn.ModuleList()
         if use_skip:
-            self.skips.append(o3.FullyConnectedTensorProduct(
-                irreps_in, o3.Irreps(f"{num_species}x0e"), irreps_out))
+            self.skips.append(IrrepsLinear(irreps_in, irreps_out, members, num_species))
+        self.members = members
+        self.channels = channels
+        self.out_dims = [2 * l + 1 for _, l, _ in irreps_out]
 
     def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor) -> Tensor:
-        b = self.linear(self.contraction(a, species))
+        n = a.shape[0]
+        b = self.contraction(a, species)  # [N, (M*C) x irreps], irrep-major
+        blocks: List[Tensor] = []
+        start = 0
+        for d in self.out_dims:
+            width = self.members * self.channels * d
+            blocks.append(b[:, start : start + width].reshape(n, self.members, self.channels * d))
+            start += width
+        b = torch.cat(blocks, dim=2).transpose(0, 1)  # [M, N, F_out]
+        b = self.linear(b, species_onehot)
         for skip in self.skips:
             b = b + skip(node_feats, species_onehot)
         return b
@@ -246,7 +277,11 @@ class MACE(nn.Module):
     """The MACE energy model: graph pieces in, per-atom energies out (no derivatives here; the
     :class:`mlff.models.potential.Potential` wrapper adds forces and stress).
 
-    ``forward(species [N], edge_index [2, E], vectors [E, 3] (A)) -> energies [N] (eV, float64)``.
+    With ``ensemble_size`` M > 1 the module holds M independent members (own weights, own random
+    initialisation) evaluated together as batched matrix products.
+
+    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A)) -> energies [N, M]
+    (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors.
     """
 
     def __init__(self, config: MACEConfig) -> None:
@@ -259,9 +294,11 @@ class MACE(nn.Module):
 
     def _build(self, c: MACEConfig) -> None:
         num_species = len(c.elements)
+        members = c.ensemble_size
         self.num_species = num_species
+        self.num_members = members
         self.r_cut = float(c.r_cut)
-        self.embedding = nn.Embedding(num_species, c.channels)
+        self.embedding = nn.Embedding(num_species, members * c.channels)
         irreps_sh = o3.Irreps.spherical_harmonics(c.max_ell)
         self.spherical_harmonics = o3.SphericalHarmonics(
             irreps_sh, normalize=True, normalization="component"
@@ -269,7 +306,7 @@ class MACE(nn.Module):
         self.bessel = BesselBasis(c.r_cut, c.num_bessel)
         self.envelope = PolynomialCutoff(c.r_cut, c.cutoff_p)
         hidden = _hidden_irreps(c.channels, c.max_L)
-        scalars = o3.Irreps(f"{c.channels}x0e")
+        scalars = [(c.channels, 0, 1)]
         self.interactions = nn.ModuleList()
         self.products = nn.ModuleList()
         self.readouts = nn.ModuleList()
@@ -280,17 +317,16 @@ class MACE(nn.Module):
             self.interactions.append(
                 InteractionBlock(irreps_in, irreps_sh, c.channels, c.max_ell, c.num_bessel,
                                  list(c.radial_mlp), c.avg_num_neighbors, num_species,
-                                 species_mixing=t == 0)
+                                 species_mixing=t == 0, members=members)
             )
             self.products.append(
                 ProductBlock(irreps_in, irreps_out, c.channels, c.max_ell, c.correlation,
-                             num_species, use_skip=t > 0)
+                             num_species, members, use_skip=t > 0)
             )
             if last:
-                self.readouts.append(nn.Sequential(
-                    nn.Linear(c.channels, c.readout_mlp), nn.SiLU(), nn.Linear(c.readout_mlp, 1)))
+                self.readouts.append(GroupedMLP([c.channels, c.readout_mlp, 1], members))
             else:
-                self.readouts.append(nn.Linear(c.channels, 1))
+                self.readouts.append(GroupedLinear(c.channels, 1, members))
             irreps_in = irreps_out
         e0 = torch.tensor(c.e0s if c.e0s else [0.0] * num_species, dtype=torch.float64)
         self.register_buffer("e0s", e0)
@@ -299,14 +335,16 @@ class MACE(nn.Module):
         self.channels = c.channels
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
-        lengths = torch.linalg.norm(vectors, dim=1, keepdim=True)  # [E, 1]
-        edge_attrs = self.spherical_harmonics(vectors)  # [E, (max_ell+1)^2]
-        edge_radial = self.bessel(lengths) * self.envelope(lengths)  # [E, num_bessel]
+        m = vectors.shape[0]
+        n = species.shape[0]
+        lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
+        edge_attrs = self.spherical_harmonics(vectors.reshape(-1, 3))  # [M*E, (max_ell+1)^2]
+        edge_radial = self.bessel(lengths) * self.envelope(lengths)  # [M, E, num_bessel]
         onehot = torch.nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
-        node_feats = self.embedding(species)
-        readout = torch.zeros(species.shape[0], dtype=vectors.dtype, device=vectors.device)
+        node_feats = self.embedding(species).view(n, m, self.channels).transpose(0, 1)  # [M, N, C]
+        readout = torch.zeros(m, n, dtype=vectors.dtype, device=vectors.device)
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
             a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot)
             node_feats = product(a, node_feats, onehot, species)
-            readout = readout + head(node_feats[:, : self.channels]).squeeze(-1)
-        return self.e0s[species] + self.scale * readout.to(torch.float64) + self.shift
+            readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
+        return self.e0s[species].unsqueeze(1) + self.scale * readout.t().to(torch.float64) + self.shift

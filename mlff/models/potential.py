@@ -7,6 +7,12 @@ of any sizes; float32 and float64 models; TorchScript-able.
 and with stress ``stress`` ``[B, 3, 3]`` (eV/A^3, ASE sign: ``(1/V) dE/d(strain)``) and
 ``virial`` ``[B, 3, 3]`` (eV, ``-dE/d(strain)``). Graph keys as in :mod:`mlff.graph`.
 
+Ensembles (M > 1 members): ``energy``, ``energies``, ``forces``, ``stress`` are member means;
+``member_energy`` ``[M, B]``, ``member_forces`` ``[M, N, 3]``, ``member_stress`` ``[M, B, 3, 3]``
+hold every member (also present, with M = 1, for single models); ``energy_std`` ``[B]``,
+``forces_std`` ``[N, 3]`` and ``stress_std`` are the standard deviations over members times the
+recalibration factor ``std_scale`` (``*_std_raw``: without it).
+
 In training mode (``potential.train()``) the derivative graph is kept (``create_graph``) so that
 losses on forces and stress can be back-propagated; call ``potential.eval()`` for inference,
 which is several times cheaper in memory and time.
@@ -23,13 +29,17 @@ from mlff import graph as G
 
 
 class Potential(nn.Module):
-    """Wrap an energy model ``model(species, edge_index, vectors) -> energies [N]``."""
+    """Wrap an energy model ``model(species, edge_index, vectors [M, E, 3]) -> energies [N, M]``
+    with M members (``model.num_members``; 1 for a single model, M > 1 for an ensemble)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, std_scale: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.model_dtype: torch.dtype = next(model.parameters()).dtype
         self.r_cut = float(model.r_cut)
+        self.num_members = int(model.num_members)
+        # recalibration factor of ensemble standard deviations (fitted on validation data)
+        self.register_buffer("std_scale", torch.tensor(float(std_scale), dtype=torch.float64))
 
     def forward(
         self,
@@ -43,45 +53,72 @@ class Potential(nn.Module):
         edge_index = graph[G.EDGE_INDEX]
         unit_shifts = graph[G.UNIT_SHIFTS]
         n_graphs = cell.shape[0]
+        m = self.num_members
 
-        strain = torch.zeros(n_graphs, 3, 3, dtype=positions.dtype, device=positions.device)
+        # every member differentiates with respect to its own copy of positions and strain, so
+        # one backward pass gives all members' forces and stresses
         if compute_forces:
-            positions = positions.detach().requires_grad_(True)
+            pos_m = positions.detach().unsqueeze(0).repeat(m, 1, 1)  # [M, N, 3]
+        else:
+            pos_m = positions.unsqueeze(0).expand(m, -1, -1)
+        strain = torch.zeros(m, n_graphs, 3, 3, dtype=positions.dtype, device=positions.device)
+        if compute_forces:
+            pos_m.requires_grad_(True)
         if compute_stress:
             strain.requires_grad_(True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            positions_s = positions + torch.bmm(positions.unsqueeze(1), sym[batch]).squeeze(1)
-            cell_s = cell + torch.bmm(cell, sym)
+            sym = 0.5 * (strain + strain.transpose(2, 3))
+            positions_s = pos_m + torch.einsum("mni,mnij->mnj", pos_m, sym[:, batch])
+            cell_s = cell.unsqueeze(0) + torch.matmul(cell.unsqueeze(0), sym)
         else:
-            positions_s = positions
-            cell_s = cell
+            positions_s = pos_m
+            cell_s = cell.unsqueeze(0)
         edge_graph = batch[edge_index[1]]
-        shifts = G.compute_shifts(unit_shifts, cell_s, edge_graph)
-        pos_m = positions_s.to(self.model_dtype)
-        vectors = pos_m[edge_index[0]] - pos_m[edge_index[1]] + shifts.to(self.model_dtype)
-        energies = self.model(graph[G.SPECIES], edge_index, vectors)  # [N] float64
-        energy = torch.zeros(n_graphs, dtype=energies.dtype, device=energies.device).index_add_(
-            0, batch, energies
-        )
-        out: Dict[str, Tensor] = {"energy": energy, "energies": energies}
+        shifts = torch.einsum("ei,meij->mej", unit_shifts.to(cell_s.dtype), cell_s[:, edge_graph])
+        p = positions_s.to(self.model_dtype)
+        vectors = (p[:, edge_index[0]] - p[:, edge_index[1]] + shifts.to(self.model_dtype))
+        energies_m = self.model(graph[G.SPECIES], edge_index, vectors)  # [N, M] float64
+        member_energy = torch.zeros(
+            n_graphs, m, dtype=energies_m.dtype, device=energies_m.device
+        ).index_add_(0, batch, energies_m).t()  # [M, B]
+        out: Dict[str, Tensor] = {
+            "energy": member_energy.mean(0),
+            "energies": energies_m.mean(1),
+            "member_energy": member_energy,
+        }
+        if m > 1:
+            raw = member_energy.std(0, unbiased=False)
+            out["energy_std_raw"] = raw
+            out["energy_std"] = raw * self.std_scale
         if compute_forces or compute_stress:
             inputs: List[Tensor] = []
             if compute_forces:
-                inputs.append(positions)
+                inputs.append(pos_m)
             if compute_stress:
                 inputs.append(strain)
             grads = torch.autograd.grad(
-                [energy.sum()], inputs, create_graph=self.training, allow_unused=True
+                [member_energy.sum()], inputs, create_graph=self.training, allow_unused=True
             )
             k = 0
             if compute_forces:
                 g = grads[k]
                 k += 1
-                out["forces"] = -g if g is not None else torch.zeros_like(positions)
+                member_forces = -g if g is not None else torch.zeros_like(pos_m)
+                out["member_forces"] = member_forces
+                out["forces"] = member_forces.mean(0)
+                if m > 1:
+                    raw = member_forces.std(0, unbiased=False)
+                    out["forces_std_raw"] = raw
+                    out["forces_std"] = raw * self.std_scale.to(raw.dtype)
             if compute_stress:
                 g = grads[k]
                 de_dstrain = g if g is not None else torch.zeros_like(strain)
                 volume = torch.abs(torch.linalg.det(cell))
-                out["virial"] = -de_dstrain
-                out["stress"] = de_dstrain / volume.clamp(min=1e-12).view(-1, 1, 1)
+                member_stress = de_dstrain / volume.clamp(min=1e-12).view(1, -1, 1, 1)
+                out["member_stress"] = member_stress
+                out["virial"] = -de_dstrain.mean(0)
+                out["stress"] = member_stress.mean(0)
+                if m > 1:
+                    raw = member_stress.std(0, unbiased=False)
+                    out["stress_std_raw"] = raw
+                    out["stress_std"] = raw * self.std_scale.to(raw.dtype)
         return out

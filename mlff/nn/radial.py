@@ -75,32 +75,3 @@ class ScaledSiLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.silu(x) * self.factor
-
-
-class RadialMLP(nn.Module):
-    """MLP with variance-preserving initialisation (weights N(0, 1/fan_in), scaled SiLU between
-    layers, no bias and no activation after the last layer), so that outputs are O(1) at
-    initialisation whatever the widths.
-
-    Args:
-        sizes: ``[in, hidden..., out]``.
-
-    Shapes: ``[E, in]`` -> ``[E, out]``.
-    """
-
-    def __init__(self, sizes: List[int]) -> None:
-        super().__init__()
-        layers: List[nn.Module] = []
-        for k in range(len(sizes) - 1):
-            last = k == len(sizes) - 2
-            linear = nn.Linear(sizes[k], sizes[k + 1], bias=not last)
-            nn.init.normal_(linear.weight, mean=0.0, std=1.0 / math.sqrt(sizes[k]))
-            if linear.bias is not None:
-                nn.init.zeros_(linear.bias)
-            layers.append(linear)
-            if not last:
-                layers.append(ScaledSiLU())
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)

@@ -93,7 +93,8 @@ class LossConfig:
 class TrainConfig:
     """Everything a training run needs. ``model`` is the model type's config dict plus ``type``
     (elements, E0s, average neighbours and scale/shift are filled from the training data unless
-    given)."""
+    given; ``ensemble_size: N`` trains N members in one model). ``export``: where the final model
+    (best validation weights, ensembles recalibrated) is also written."""
 
     model: Dict[str, Any]
     data: DataConfig
@@ -103,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     init_from: Optional[str] = None
+    export: Optional[str] = None
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], where: str = "config") -> "TrainConfig":
@@ -126,6 +128,7 @@ class TrainConfig:
             seed=int(values.get("seed", 0)),
             device=str(values.get("device", "cpu")),
             init_from=values.get("init_from"),
+            export=values.get("export"),
         )
 
     @classmethod

@@ -33,24 +33,33 @@ class LossWeights:
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """``values`` ``[M, K]``, ``mask`` ``[1, K]``: sum over members of the masked means."""
     total = mask.sum()
     return (values * mask).sum() / total.clamp(min=1.0)
 
 
 def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Unweighted per-term mean squared errors (each a scalar tensor)."""
+    """Unweighted per-term mean squared errors (each a scalar tensor).
+
+    Each member of an ensemble is fitted on its own: the terms are the sums over members of the
+    members' mean squared errors (``member_*`` outputs; one member for a single model), so the
+    gradient of every member's weights is that of training it alone.
+    """
     n_atoms = G.atoms_per_graph(batch)
     w_graph = batch[G.WEIGHT]
     out: Dict[str, Tensor] = {}
-    de = (pred["energy"] - batch[G.ENERGY]) / n_atoms
-    out["energy"] = _masked_mean(de**2, batch[G.ENERGY_WEIGHT] * w_graph)
+    energy = pred.get("member_energy", pred["energy"].unsqueeze(0))  # [M, B]
+    de = (energy - batch[G.ENERGY].unsqueeze(0)) / n_atoms
+    out["energy"] = _masked_mean(de**2, (batch[G.ENERGY_WEIGHT] * w_graph).unsqueeze(0))
     if "forces" in pred:
+        forces = pred.get("member_forces", pred["forces"].unsqueeze(0))  # [M, N, 3]
         atom_w = (batch[G.FORCES_WEIGHT] * w_graph)[batch[G.BATCH]]
-        df2 = ((pred["forces"].to(torch.float64) - batch[G.FORCES]) ** 2).mean(dim=1)
-        out["forces"] = _masked_mean(df2, atom_w)
+        df2 = ((forces.to(torch.float64) - batch[G.FORCES].unsqueeze(0)) ** 2).mean(dim=2)
+        out["forces"] = _masked_mean(df2, atom_w.unsqueeze(0))
     if "stress" in pred:
-        ds2 = ((pred["stress"].to(torch.float64) - batch[G.STRESS]) ** 2).mean(dim=(1, 2))
-        out["stress"] = _masked_mean(ds2, batch[G.STRESS_WEIGHT] * w_graph)
+        stress = pred.get("member_stress", pred["stress"].unsqueeze(0))  # [M, B, 3, 3]
+        ds2 = ((stress.to(torch.float64) - batch[G.STRESS].unsqueeze(0)) ** 2).mean(dim=(2, 3))
+        out["stress"] = _masked_mean(ds2, (batch[G.STRESS_WEIGHT] * w_graph).unsqueeze(0))
     return out
 
 

@@ -166,8 +166,9 @@ class Trainer:
     def resume(self) -> None:
         """Load ``OUT/checkpoint.pt`` (weights, optimiser, EMA, counters and RNG states)."""
         state = load_checkpoint(self.out / CHECKPOINT)
-        saved = json.loads(state["config"])  # type: ignore[arg-type]
-        if saved != json.loads(json.dumps(self.config.to_dict())):
+        # compare after filling defaults, so options added to mlff later do not block a resume
+        saved = TrainConfig.from_dict(json.loads(state["config"])).to_dict()  # type: ignore[arg-type]
+        if json.loads(json.dumps(saved)) != json.loads(json.dumps(self.config.to_dict())):
             raise ValueError(f"{self.out / CHECKPOINT} was written with a different config; "
                              "resume with the same config or choose another 'out'")
         self.potential.load_state_dict(state["model"])  # type: ignore[arg-type]
