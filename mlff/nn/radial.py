@@ -1,4 +1,4 @@
-"""Radial features of edges: Bessel basis, smooth polynomial cutoff envelope, radial MLP.
+"""Radial features of edges: Bessel basis, smooth polynomial cutoff envelope, normalised SiLU.
 
 Written by hand (a few lines each) because they sit on the hot path and must be TorchScript-able
 with explicit shapes.
@@ -7,7 +7,6 @@ with explicit shapes.
 from __future__ import annotations
 
 import math
-from typing import List
 
 import torch
 from torch import Tensor, nn
