@@ -203,14 +203,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "written atomically to OUT/checkpoint.pt; after a kill, rerun with --resume."))
     p.add_argument("config", help="YAML training config")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--finalize", action="store_true", help=(
+        "do not train: recalibrate (ensembles), evaluate and export the run's current "
+        "best_model.pt, e.g. to use a run that is still going"))
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from mlff.train.trainer import run_training
 
-    summary = run_training(args.config, resume=args.resume)
-    print(json.dumps(summary))
+    summary = run_training(args.config, resume=args.resume, finalize_only=args.finalize)
+    print(json.dumps(summary, default=str))
     return 0
 
 
@@ -239,7 +242,14 @@ def _run_eval(args: argparse.Namespace) -> int:
               f"{f['mae']:.1f} RMSE {f['rmse']:.1f} meV/A ({e['n']} structures)")
         for el, fe in m["forces_meV_per_A_by_element"].items():
             print(f"    {el}: force MAE {fe['mae']:.1f} meV/A")
-    print(f"written to {args.out}/eval.json and parity plots")
+        if "uncertainty" in m:
+            u = m["uncertainty"]
+            raw, cal = u["components_raw"], u["components_recalibrated"]
+            print(f"    ensemble: Spearman(force std, error) per atom {u['spearman_per_atom']:.2f}, "
+                  f"per structure {u['spearman_per_structure']:.2f}; miscalibration area "
+                  f"{raw['miscalibration_area']:.3f} raw, {cal['miscalibration_area']:.3f} "
+                  f"recalibrated (x{u['std_scale']:.2f}); NLL {raw['nll']:.2f} raw, {cal['nll']:.2f}")
+    print(f"written to {args.out}/eval.json, parity plots (and calibration plots for ensembles)")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The model file format: a versioned dict of plain data, read with ``weights_only=True``.
 
-``{"format": "mlff-model", "version": 1, "model_type": str, "config": dict, "state_dict": dict,
-"metadata": dict}``. No pickled modules, so loading a model file can never run code. Metadata
+``{"format": "mlff-model", "version": 2, "model_type": str, "config": dict, "state_dict": dict,
+"std_scale": float, "metadata": dict}`` (``std_scale``: the recalibration factor of ensemble
+standard deviations, 1.0 for single models). No pickled modules, so loading a model file can never run code. Metadata
 records elements, E0s, units and training provenance. Older versions get explicit migrations in
 :data:`MIGRATIONS`.
 """
@@ -34,6 +35,7 @@ def save_model(
         "model_type": model_type_of(model),
         "config": config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "std_scale": float(potential.std_scale),
         "metadata": {
             "elements": list(config["elements"]),
             "e0s_eV": list(config["e0s"]),
@@ -74,6 +76,6 @@ def load_model_with_metadata(
         )
     model = build_model(data["model_type"], data["config"])
     model.load_state_dict(data["state_dict"], strict=True)
-    potential = Potential(model).to(device)
+    potential = Potential(model, std_scale=float(data.get("std_scale", 1.0))).to(device)
     potential.eval()
     return potential, dict(data.get("metadata", {}))

@@ -121,4 +121,7 @@ class Potential(nn.Module):
                     raw = member_stress.std(0, unbiased=False)
                     out["stress_std_raw"] = raw
                     out["stress_std"] = raw * self.std_scale.to(raw.dtype)
+        if not self.training:
+            # inference: hand back plain values, so callers do not keep the graph alive
+            out = {k: v.detach() for k, v in out.items()}
         return out

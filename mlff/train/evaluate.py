@@ -2,7 +2,9 @@
 
 Writes ``OUT/eval.json`` (MAE/RMSE of energy per atom, forces overall and per element, per data
 file) and ``OUT/parity_<file>.png`` (energy per atom and force components, prediction against
-reference).
+reference). For ensembles also the calibration of the force uncertainties (Spearman per atom
+and per structure, miscalibration area, NLL, raw and with the model's recalibration factor;
+see :mod:`mlff.train.calibration`) and ``OUT/calibration_<file>.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from mlff import graph as G
 from mlff.data.dataset import DataKeys, GraphDataset
 from mlff.io import load_model
+from mlff.train import calibration
 from mlff.train.metrics import ErrorAccumulator
 
 
@@ -42,6 +45,9 @@ def evaluate(
         pred_e: List[float] = []
         ref_f: List[np.ndarray] = []
         pred_f: List[np.ndarray] = []
+        std_f: List[np.ndarray] = []
+        err_f: List[np.ndarray] = []
+        structure: List[np.ndarray] = []
         for k in range(0, len(ds), batch_size):
             batch = G.collate(ds.graphs[k : k + batch_size])
             pred = potential(batch, compute_forces=True)
@@ -51,8 +57,19 @@ def evaluate(
             pred_e += (pred["energy"].detach() / n).tolist()
             ref_f.append(batch[G.FORCES].numpy().ravel())
             pred_f.append(pred["forces"].detach().double().numpy().ravel())
+            if "forces_std_raw" in pred:
+                std_f.append(pred["forces_std_raw"].detach().double().numpy())
+                err_f.append((pred["forces"].detach().double() - batch[G.FORCES]).numpy())
+                structure.append(batch[G.BATCH].numpy() + k)
         name = Path(path).stem
         results[name] = acc.summary()
+        if std_f:
+            std, err = np.concatenate(std_f), np.concatenate(err_f)
+            scale = float(potential.std_scale)
+            results[name]["uncertainty"] = calibration.force_uncertainty_report(
+                std, err, np.concatenate(structure), scale)
+            if plots:
+                calibration.plot_calibration(std, err, out_dir / f"calibration_{name}.png", scale, name)
         if plots:
             _parity(np.array(ref_e), np.array(pred_e), np.concatenate(ref_f), np.concatenate(pred_f),
                     results[name], out_dir / f"parity_{name}.png", name)

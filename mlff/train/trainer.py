@@ -270,7 +270,56 @@ class Trainer:
             _atomic_write_text(self.out / "metrics.jsonl",
                                "".join(json.dumps(r) + "\n" for r in self.history))
             self.plot_learning_curve()
-        return {"epochs": self.epoch, "steps": self.step, "best_valid_loss": self.best_valid}
+        summary: Dict[str, object] = {"epochs": self.epoch, "steps": self.step,
+                                      "best_valid_loss": self.best_valid}
+        summary.update(self.finalize())
+        return summary
+
+    def finalize(self) -> Dict[str, object]:
+        """Turn ``best_model.pt`` into the final ``model.pt``: ensembles get their recalibration
+        factor fitted on the validation split; the test files are evaluated into ``OUT/eval``;
+        the model is copied to ``export`` when the config names one."""
+        import shutil
+
+        from mlff.data.dataset import DataKeys
+        from mlff.io import load_model_with_metadata
+        from mlff.train import calibration
+        from mlff.train.evaluate import evaluate
+
+        best = self.out / "best_model.pt"
+        if not best.exists():
+            raise FileNotFoundError(f"{best} does not exist yet: train at least one epoch first")
+        potential, metadata = load_model_with_metadata(best, self.config.device)
+        summary: Dict[str, object] = {"model": str(self.out / "model.pt")}
+        if potential.num_members > 1:
+            std, err = [], []
+            bs = self.config.optim.valid_batch_size
+            for k in range(0, len(self.valid_set), bs):
+                batch = self._to_device(G.collate(self.valid_set[k : k + bs]))
+                pred = potential(batch, compute_forces=True)
+                std.append(pred["forces_std_raw"].double().cpu().numpy())
+                err.append((pred["forces"].double() - batch[G.FORCES]).cpu().numpy())
+            scale = calibration.recalibration_factor(np.concatenate(std), np.concatenate(err))
+            potential.std_scale.fill_(scale)
+            metadata["calibration"] = {"std_scale": scale, "fitted_on": str(self.config.data.valid or
+                                                                          "validation fraction")}
+            summary["std_scale"] = scale
+        metadata["training"] = {**dict(metadata.get("training", {})), "steps": self.step,
+                                "epochs_run": self.epoch, "seconds": round(self.elapsed, 1)}
+        save_model(potential, self.out / "model.pt", metadata=metadata)
+        if self.config.data.test:
+            keys = DataKeys(energy=self.config.data.energy_key, forces=self.config.data.forces_key,
+                            stress=self.config.data.stress_key, virial=None)
+            summary["test"] = evaluate(str(self.out / "model.pt"), list(self.config.data.test),
+                                       str(self.out / "eval"), keys)
+        if self.config.export:
+            export = Path(self.config.export)
+            export.parent.mkdir(parents=True, exist_ok=True)
+            tmp = export.with_name(f".{export.name}.tmp")
+            shutil.copyfile(self.out / "model.pt", tmp)
+            os.replace(tmp, export)
+            summary["exported"] = str(export)
+        return summary
 
     def save_best(self) -> None:
         """``best_model.pt`` with the EMA weights (when EMA is on)."""
@@ -300,10 +349,17 @@ class Trainer:
         os.replace(tmp, self.out / "learning_curve.png")
 
 
-def run_training(config_path: str, resume: bool = False, progress: bool = True) -> Dict[str, object]:
-    """Entry point of ``mlff train``: build the trainer, resume if asked, train."""
+def run_training(config_path: str, resume: bool = False, progress: bool = True,
+                 finalize_only: bool = False) -> Dict[str, object]:
+    """Entry point of ``mlff train``: build the trainer, resume if asked, train, finalize.
+
+    ``finalize_only``: skip training and finalize the run's current ``best_model.pt`` (an
+    interim model from a run that is still going)."""
     config = TrainConfig.from_yaml(config_path)
     trainer = Trainer(config, progress=progress)
+    if finalize_only:
+        trainer.resume()
+        return trainer.finalize()
     if resume:
         trainer.resume()
     elif (trainer.out / CHECKPOINT).exists():

@@ -149,3 +149,30 @@ def test_init_from_keeps_the_model_species_order(small_data, tmp_path):
     g = next(g for g in fine.train_graphs if len(g["atomic_numbers"]) > 1)  # a water molecule
     assert g["species"][g["atomic_numbers"] == 8].tolist() == [2]
     assert set(g["species"][g["atomic_numbers"] == 1].tolist()) == {0}
+
+
+def test_ensemble_training_recalibrates_evaluates_and_exports(small_data, tmp_path, capsys):
+    """ensemble_size: 2 trains one file with two members; the end of training fits the
+    recalibration factor on validation data, evaluates the test files with calibration metrics
+    and copies the model to `export`."""
+    from md_workflows.cli import main
+
+    cfg = yaml.safe_load(write_config(tmp_path / "e.yaml", small_data, tmp_path / "run",
+                                      max_epochs=1).read_text())
+    cfg["model"] = {**MODEL, "ensemble_size": 2}
+    cfg["data"]["test"] = [str(small_data / "valid.extxyz")]
+    cfg["export"] = str(tmp_path / "shipped" / "ensemble.pt")
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "e.yaml")]) == 0
+    model = load_model(tmp_path / "shipped" / "ensemble.pt")
+    assert model.num_members == 2
+    scale = float(model.std_scale)
+    assert scale > 0 and scale != 1.0
+    report = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text())["valid"]["uncertainty"]
+    assert report["std_scale"] == pytest.approx(scale)
+    assert -1.0 <= report["spearman_per_atom"] <= 1.0
+    assert (tmp_path / "run" / "eval" / "calibration_valid.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "shipped" / "ensemble.pt"), str(small_data / "valid.extxyz"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert "Spearman(force std, error)" in capsys.readouterr().out
