@@ -41,10 +41,17 @@ def rattled(name: str = "CH3CH2OH", seed: int = 0, sigma: float = 0.05) -> Atoms
     return atoms
 
 
-def water_box(seed: int = 0, n_molecules: int = 4, box: float = 5.5) -> Atoms:
-    """Water molecules in a slightly triclinic periodic cell smaller than twice the cutoff."""
+#: A triclinic cell in OpenMM's reduced form (lower triangular, small off-diagonals), A.
+OPENMM_CELL = np.array([[5.6, 0.0, 0.0], [0.4, 5.5, 0.0], [-0.3, 0.5, 5.4]])
+
+
+def water_box(seed: int = 0, n_molecules: int = 4, box: float = 5.5, cell=None) -> Atoms:
+    """Water molecules in a periodic cell smaller than twice the cutoff (slightly triclinic and
+    random unless ``cell`` [3, 3] (A) is given)."""
     rng = np.random.default_rng(seed)
-    cell = np.eye(3) * box + rng.normal(0, 0.2, (3, 3))
+    if cell is None:
+        cell = np.eye(3) * box + rng.normal(0, 0.2, (3, 3))
+    cell = np.asarray(cell, dtype=float)
     atoms = Atoms(cell=cell, pbc=True)
     while len(atoms) < 3 * n_molecules:
         w = molecule("H2O")
