@@ -37,9 +37,18 @@ derivative, so ``State.getEnergyParameterDerivatives()[lambda_name]`` is dU/dlam
 unscaled ML energy in kJ/mol. ``PythonForce`` has no parameter derivatives in OpenMM; use
 :meth:`MLFFEvaluator.evaluate` for dU/dlambda there.
 
-openmm-ml: :class:`MLFFPotentialImplFactory` is registered in the entry point group
-``openmmml.potentials`` as ``mlff``, so ``MLPotential("mlff", modelPath=...)`` works with
-``createSystem`` and ``createMixedSystem(..., interpolate=True)``.
+openmm-ml: :class:`calculators.openmmml_entry.MLFFPotentialImplFactory` is registered in the
+entry point group ``openmmml.potentials`` as ``mlff``, so ``MLPotential("mlff", modelPath=...)``
+works with ``createSystem`` and ``createMixedSystem(..., interpolate=True)``
+(:class:`MLFFPotentialImpl`).
+
+Devices: ``device`` must match the platform: ``"cpu"`` for Reference and CPU, ``"cuda"`` for the
+CUDA platform (positions, box and forces then stay on the GPU).
+
+Known limitation (openmm-torch 1.5 wheels with OpenMM 8.6.1 and torch 2.9): deserializing any
+TorchForce from XML crashes the process, and so does a TorchForce inside a CustomCVForce (which
+clones it through XML). Serializing works; a PythonForce round-trips. Mixed systems from
+openmm-ml avoid the CustomCVForce (see :meth:`MLFFPotentialImpl.createMixedSystem`).
 """
 
 from __future__ import annotations
