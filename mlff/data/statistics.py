@@ -25,17 +25,21 @@ def is_isolated_atom(atoms: Atoms) -> bool:
 
 
 def compute_e0s(
-    frames: Sequence[Atoms], energy_key: str, elements: Optional[Sequence[int]] = None
+    frames: Sequence[Atoms],
+    energy_key: str,
+    elements: Optional[Sequence[int]] = None,
+    use_isolated: bool = True,
 ) -> Dict[int, float]:
     """Per-element reference energies E0 (eV), keyed by atomic number.
 
-    Isolated-atom frames give E0 directly; elements without one get least-squares values fitted
-    to the remaining frames' total energies (E ~ sum_Z n_Z E0_Z).
+    Isolated-atom frames give E0 directly (``use_isolated``); elements without one (all of them
+    when ``use_isolated`` is False) get least-squares values fitted to the other frames' total
+    energies (E ~ sum_Z n_Z E0_Z), which leaves the model only the composition-free remainder.
     """
     zs = sorted({int(z) for f in frames for z in f.numbers}) if elements is None else list(elements)
     e0: Dict[int, float] = {}
     for f in frames:
-        if is_isolated_atom(f):
+        if use_isolated and is_isolated_atom(f):
             e = get_energy(f, energy_key)
             if e is not None:
                 e0[int(f.numbers[0])] = e

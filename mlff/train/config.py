@@ -36,7 +36,9 @@ def _from_dict(cls: Type[T], values: Optional[Dict[str, Any]], where: str) -> T:
 @dataclass(frozen=True)
 class DataConfig:
     """Files and keys. ``valid`` may be omitted: then ``valid_fraction`` of ``train`` is held out
-    (seeded)."""
+    (seeded). ``e0s``: how E0s are obtained when the model config gives none: ``isolated`` (from
+    isolated-atom frames, least squares for elements without one) or ``least_squares`` (fitted
+    to the molecules' energies; the network then learns only what composition cannot explain)."""
 
     train: str
     valid: Optional[str] = None
@@ -45,9 +47,13 @@ class DataConfig:
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: Optional[str] = None
+    e0s: str = "isolated"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test", tuple(self.test))
+        if self.e0s not in ("isolated", "least_squares"):
+            raise ValueError(f"data.e0s must be 'isolated' (isolated-atom frames, least squares for "
+                             f"the rest) or 'least_squares' (all fitted), got {self.e0s!r}")
         if not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
 

@@ -117,7 +117,8 @@ class Trainer:
         key = self.config.data.energy_key
         filled: Dict[str, object] = {"elements": elements}
         if "e0s" not in model_cfg:
-            e0 = compute_e0s(frames, key, elements)
+            e0 = compute_e0s(frames, key, elements,
+                             use_isolated=self.config.data.e0s == "isolated")
             filled["e0s"] = [e0[z] for z in elements]
         e0s = dict(zip(elements, filled.get("e0s", model_cfg.get("e0s"))))  # type: ignore[arg-type]
         molecules = [f for f in frames if not is_isolated_atom(f)]

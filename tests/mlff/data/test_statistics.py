@@ -37,6 +37,8 @@ def test_isolated_atoms_take_precedence():
     h.info["config_type"] = "IsolatedAtom"
     e0 = compute_e0s(frames + [h], "energy")
     assert e0[1] == -12.0  # taken from the isolated atom, not fitted
+    fitted = compute_e0s(frames + [h], "energy", use_isolated=False)
+    assert fitted[1] == pytest.approx(TRUE_E0[1], abs=1e-8)  # isolated atom ignored: all fitted
 
 
 def test_missing_energy_key_is_clear():

@@ -61,6 +61,13 @@ def test_training_reduces_the_loss_and_writes_outputs(small_data, tmp_path):
     assert model.model.config.e0s[0] == pytest.approx(-10.7072, abs=1e-3)  # from the isolated H
 
 
+def test_e0s_option_is_validated(small_data, tmp_path):
+    cfg = yaml.safe_load(write_config(tmp_path / "c.yaml", small_data, tmp_path / "run").read_text())
+    cfg["data"]["e0s"] = "average"
+    with pytest.raises(ValueError, match="least_squares"):
+        TrainConfig.from_dict(cfg)
+
+
 def test_unknown_keys_are_listed(small_data, tmp_path):
     path = write_config(tmp_path / "c.yaml", small_data, tmp_path / "run")
     cfg = yaml.safe_load(path.read_text())
