@@ -30,6 +30,8 @@ test: setup
 bench: setup
 	$(PY) benchmarks/neighbors.py
 	$(PY) benchmarks/mace_vs_peer.py
+	$(PY) benchmarks/ensemble_cost.py
+	$(PY) benchmarks/openmm_md.py
 
 clean-venv:
 	rm -rf $(VENV)
