@@ -20,7 +20,10 @@ COMMANDS: Dict[str, str] = {
     "dataset": "build the project's reference datasets (organic-gfn2)",
     "train": "train a model from a YAML config (resumable with --resume)",
     "eval": "errors of a model on labelled data (MAE/RMSE, per element) with parity plots",
-    "demo": "the main job on shipped inputs",
+    "md": "molecular dynamics (OpenMM or ASE; NVE/NVT/NPT; uncertainty monitor; --resume)",
+    "analyze": "trajectory analysis with mdtraj: RMSD, Rg, dihedrals, Ramachandran, RDF",
+    "demo": "the main job: the default ensemble runs alanine dipeptide MD in OpenMM with the UQ monitor",
+    "label-demo": "sample and label alanine dipeptide with GFN2-xTB (the data side of the suite)",
 }
 
 
@@ -253,16 +256,170 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_md(sub: argparse._SubParsersAction) -> None:
+    from md_workflows.md import ENGINES, ENSEMBLES, MDConfig
+
+    d = MDConfig(structure="")
+    p = sub.add_parser("md", help=COMMANDS["md"], description=(
+        "Run MD with an mlff model. Writes trajectory.dcd + topology.pdb, log.csv, traces.png, "
+        "uncertainty.png (ensembles), final.pdb/.extxyz and checkpoint.npz to --out. After a "
+        "kill, rerun with --resume: it continues from the last report step, no frame lost or "
+        "repeated. Exit status 3: stopped by --uq-stop."))
+    p.add_argument("structure", help="pdb (topology kept) or anything ase.io reads")
+    p.add_argument("--model", default=d.model, help="model file or 'default' (the shipped ensemble)")
+    p.add_argument("--engine", default=d.engine, choices=ENGINES)
+    p.add_argument("--ensemble", default=d.ensemble, choices=ENSEMBLES)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="K (default %(default)s)")
+    p.add_argument("--pressure", type=float, default=d.pressure, help="bar, NPT (default %(default)s)")
+    p.add_argument("--timestep", type=float, default=d.timestep, help="fs (default %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=d.steps)
+    p.add_argument("--report-every", type=_positive_int, default=d.report_every,
+                   help="steps between frames, log rows, UQ checks and checkpoints")
+    p.add_argument("--friction", type=float, default=d.friction, help="Langevin friction, 1/ps")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--hmr", action="store_true", help="hydrogen mass repartitioning (OpenMM), for 2 fs")
+    p.add_argument("--hydrogen-mass", type=float, default=d.hydrogen_mass, help="amu with --hmr")
+    p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--platform", default=None, help="OpenMM platform (CPU, Reference, CUDA)")
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--uq-warn", type=float, default=None,
+                   help="warn and save the frame when the max per-atom force std exceeds this (eV/A)")
+    p.add_argument("--uq-stop", type=float, default=None,
+                   help="stop cleanly when the max per-atom force std exceeds this (eV/A)")
+    p.add_argument("--extxyz", action="store_true", help="also write trajectory.extxyz")
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_md)
+
+
+def _md_config(args: argparse.Namespace):
+    from md_workflows.md import MDConfig
+
+    return MDConfig(
+        structure=args.structure, out=args.out, model=args.model, engine=args.engine,
+        ensemble=args.ensemble, temperature=args.temperature, pressure=args.pressure,
+        timestep=args.timestep, steps=args.steps, report_every=args.report_every,
+        friction=args.friction, seed=args.seed, hmr=args.hmr, hydrogen_mass=args.hydrogen_mass,
+        dtype=args.dtype, device=args.device, platform=args.platform, threads=args.threads,
+        uq_warn=args.uq_warn, uq_stop=args.uq_stop, write_extxyz=args.extxyz,
+        progress=not args.no_progress,
+    )
+
+
+def _print_md_result(result, files: Optional[Dict[str, Path]] = None, command: str = "md") -> int:
+    """Print what an MD run wrote (``files``: these instead of ``result.files``); exit status
+    3 when the uncertainty monitor stopped it."""
+    print(f"{result.steps_done} steps, {result.n_frames} frames in {result.wall_s:.0f} s "
+          f"({result.ns_per_day:.3f} ns/day)")
+    for name, path in (files if files is not None else result.files).items():
+        print(f"  {name:18s} {path}")
+    if result.stopped:
+        print(f"mlff {command}: {result.stopped}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _run_md(args: argparse.Namespace) -> int:
+    from md_workflows.md import run_md
+
+    return _print_md_result(run_md(_md_config(args), resume=args.resume))
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help=COMMANDS["analyze"], description=(
+        "Analyse a trajectory (an `mlff md` output folder, or a file with --topology): "
+        "analysis.csv, rmsd_rg.png, ramachandran.png for peptides, rdf_A_B.csv/.png."))
+    p.add_argument("trajectory", help="mlff md output folder or trajectory file")
+    p.add_argument("--topology", default=None, help="topology (pdb) for a trajectory file")
+    p.add_argument("--out", default=None, help="output folder (default: TRAJECTORY/analysis)")
+    p.add_argument("--timestep-ps", type=float, default=None, help="time between frames (ps)")
+    p.add_argument("--rdf", nargs="*", default=[], metavar="A-B",
+                   help="element pairs for radial distribution functions, e.g. O-H O-O")
+    p.add_argument("--rdf-max", type=float, default=6.0, help="RDF range (A)")
+    p.set_defaults(func=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from md_workflows.analysis import analyze
+
+    pairs = []
+    for spec in args.rdf:
+        if spec.count("-") != 1:
+            raise ValueError(f"--rdf pairs look like O-H, got {spec!r}")
+        pairs.append(tuple(spec.split("-")))
+    out = args.out or str(Path(args.trajectory) / "analysis" if Path(args.trajectory).is_dir()
+                          else "analysis")
+    files = analyze(args.trajectory, out, args.topology, args.timestep_ps, pairs, args.rdf_max)
+    for name, path in files.items():
+        print(f"  {name:18s} {path}")
+    return 0
+
+
+#: The demo's model: the shipped default ensemble.
+DEMO_STRUCTURE = "examples/alanine_dipeptide.pdb"
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=COMMANDS["demo"], description=(
-        "Sample alanine dipeptide with GFN2-xTB MD, label the frames with GFN2-xTB, print their "
-        "statistics and those of the shipped organic_gfn2 dataset."))
-    p.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
-    p.add_argument("--frames", type=_positive_int, default=16, help="MD frames per temperature")
+        "The main job: the shipped default ensemble model runs alanine dipeptide in vacuum "
+        "through an OpenMM TorchForce, NVT 300 K, 2 fs steps with hydrogen mass repartitioning, "
+        "20 ps, with the uncertainty monitor on; then writes the trajectory, traces, "
+        "uncertainty trace and a Ramachandran plot and prints where they are."))
+    p.add_argument("--model", default="default", help="model file (default: the shipped ensemble)")
+    p.add_argument("--out", default="runs/demo_md", help="output folder (default %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=10000, help="2 fs steps (default 20 ps)")
+    p.add_argument("--report-every", type=_positive_int, default=50)
+    p.add_argument("--uq-warn", type=float, default=0.5, help="eV/A (default %(default)s)")
+    p.add_argument("--uq-stop", type=float, default=2.0, help="eV/A (default %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=2)
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from calculators._common import default_model_path
+    from md_workflows.analysis import analyze
+    from md_workflows.md import MDConfig, run_md
+    from mlff.assets_path import asset
+
+    model = str(default_model_path()) if args.model == "default" else args.model
+    if not Path(model).exists():
+        raise FileNotFoundError(f"model file {model} does not exist; pass --model PATH")
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)  # the demo always starts fresh
+    t0 = time.time()
+    cfg = MDConfig(structure=str(asset(DEMO_STRUCTURE)), out=str(out), model=model,
+                   engine="openmm", ensemble="nvt", temperature=300.0, timestep=2.0, hmr=True,
+                   hydrogen_mass=3.0, friction=1.0, steps=args.steps,
+                   report_every=args.report_every, uq_warn=args.uq_warn, uq_stop=args.uq_stop,
+                   threads=args.threads, progress=not args.no_progress)
+    print(f"== alanine dipeptide, vacuum, OpenMM TorchForce, NVT 300 K, 2 fs + HMR, "
+          f"{args.steps * 2e-3:g} ps, model {model}")
+    result = run_md(cfg)
+    files = dict(result.files)
+    files.update(analyze(str(out), str(out / "analysis"), timestep_ps=args.report_every * 2e-3))
+    print(f"demo total (MD + analysis): {time.time() - t0:.0f} s")
+    shown = ("trajectory", "topology", "log", "traces", "uncertainty", "ramachandran",
+             "analysis_csv", "rmsd_rg", "final", "uncertain_frames")
+    return _print_md_result(result, {k: files[k] for k in shown if k in files}, "demo")
+
+
+def _add_label_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label-demo", help=COMMANDS["label-demo"], description=(
+        "Sample alanine dipeptide with GFN2-xTB MD, label the frames with GFN2-xTB, print their "
+        "statistics and those of the shipped organic_gfn2 dataset."))
+    p.add_argument("--out", default="runs/demo", help="output folder (default %(default)s)")
+    p.add_argument("--frames", type=_positive_int, default=16, help="MD frames per temperature")
+    p.set_defaults(func=_run_label_demo)
+
+
+def _run_label_demo(args: argparse.Namespace) -> int:
     import time
 
     from mlff.assets_path import asset
@@ -307,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_eval, _add_demo):
+    for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_eval, _add_md,
+                _add_analyze, _add_demo, _add_label_demo):
         add(sub)
     return parser
 

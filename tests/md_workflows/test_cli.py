@@ -58,8 +58,8 @@ def test_stats_on_custom_keys(tmp_path, capsys):
     assert "force RMS           0.0000" in capsys.readouterr().out
 
 
-def test_demo_runs_at_reduced_length(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "1"]) == 0
+def test_label_demo_runs_at_reduced_length(tmp_path, capsys):
+    assert main(["label-demo", "--out", str(tmp_path / "demo"), "--frames", "1"]) == 0
     out = capsys.readouterr().out
     assert "alanine dipeptide, GFN2-xTB" in out
     assert "(isolated atom)" in out  # E0s from the labelled isolated atoms
