@@ -90,9 +90,28 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Loss weights (energy per atom, forces, stress). ``stage_two_epoch``: from that epoch on
+    (0-based) the weights become ``stage_two_energy``/``stage_two_forces`` and the learning rate
+    ``stage_two_lr`` (when given): a force-dominated first stage, then a stage that fixes the
+    energies, as MACE's recipes do."""
+
     energy: float = 1.0
     forces: float = 100.0
     stress: float = 0.0
+    stage_two_epoch: Optional[int] = None
+    stage_two_energy: float = 1000.0
+    stage_two_forces: float = 100.0
+    stage_two_lr: Optional[float] = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.stage_two_epoch is not None and self.stage_two_epoch < 0:
+            raise ValueError(f"stage_two_epoch must be >= 0, got {self.stage_two_epoch}")
+
+
+#: options that may change between a run and its resume (budgets, later stages, outputs)
+RESUMABLE_CHANGES = ("optim.max_epochs", "optim.max_seconds", "export", "data.test",
+                     "loss.stage_two_epoch", "loss.stage_two_energy", "loss.stage_two_forces",
+                     "loss.stage_two_lr")
 
 
 @dataclass(frozen=True)

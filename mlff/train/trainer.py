@@ -31,7 +31,7 @@ from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
 from mlff.models.registry import build_model
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
-from mlff.train.config import TrainConfig
+from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
 from mlff.train.ema import ExponentialMovingAverage
 from mlff.train.losses import LossWeights, weighted_loss
 from mlff.train.metrics import ErrorAccumulator
@@ -99,6 +99,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.step = 0
         self.best_valid = math.inf
+        self._stage_two_started = False
         self.history: List[Dict[str, object]] = []
         self.elapsed = 0.0
 
@@ -158,6 +159,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
             "best_valid": self.best_valid, "history": json.dumps(self.history),
+            "stage_two_started": self._stage_two_started,
             "elapsed": self.elapsed, "config": json.dumps(self.config.to_dict()),
         }
 
@@ -167,11 +169,16 @@ class Trainer:
     def resume(self) -> None:
         """Load ``OUT/checkpoint.pt`` (weights, optimiser, EMA, counters and RNG states)."""
         state = load_checkpoint(self.out / CHECKPOINT)
-        # compare after filling defaults, so options added to mlff later do not block a resume
+        # compare after filling defaults, so options added to mlff later do not block a resume;
+        # budgets, later stages and outputs may change (RESUMABLE_CHANGES)
         saved = TrainConfig.from_dict(json.loads(state["config"])).to_dict()  # type: ignore[arg-type]
-        if json.loads(json.dumps(saved)) != json.loads(json.dumps(self.config.to_dict())):
-            raise ValueError(f"{self.out / CHECKPOINT} was written with a different config; "
-                             "resume with the same config or choose another 'out'")
+        changed = _differences(json.loads(json.dumps(saved)),
+                               json.loads(json.dumps(self.config.to_dict())))
+        blocking = [k for k in changed if k not in RESUMABLE_CHANGES]
+        if blocking:
+            raise ValueError(f"{self.out / CHECKPOINT} was written with a different config "
+                             f"({', '.join(blocking)} changed); resume with the same config or choose "
+                             f"another 'out' (may change on resume: {', '.join(RESUMABLE_CHANGES)})")
         self.potential.load_state_dict(state["model"])  # type: ignore[arg-type]
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         if self.scheduler is not None:
@@ -182,6 +189,7 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])  # type: ignore[arg-type]
         self.step = int(state["step"])  # type: ignore[arg-type]
         self.best_valid = float(state["best_valid"])  # type: ignore[arg-type]
+        self._stage_two_started = bool(state.get("stage_two_started", False))
         self.history = json.loads(state["history"])  # type: ignore[arg-type]
         self.elapsed = float(state["elapsed"])  # type: ignore[arg-type]
 
@@ -221,6 +229,7 @@ class Trainer:
         start_time = time.time() - self.elapsed
         self.potential.train()
         while self.epoch < o.max_epochs:
+            self._apply_stage(self.epoch)
             batches = self._batches(self.epoch)
             bar = tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {self.epoch + 1}/{o.max_epochs}", unit="batch")
@@ -322,6 +331,30 @@ class Trainer:
             summary["exported"] = str(export)
         return summary
 
+    def _in_stage_two(self, epoch: int) -> bool:
+        start = self.config.loss.stage_two_epoch
+        return start is not None and epoch >= start
+
+    def _apply_stage(self, epoch: int) -> None:
+        """Loss weights of the epoch's stage; on entering stage two (not on a resume inside it)
+        set its learning rate and restart the best-model tracking, since the validation loss
+        changes meaning with the weights."""
+        c = self.config.loss
+        if not self._in_stage_two(epoch):
+            return
+        self.weights = LossWeights(c.stage_two_energy, c.stage_two_forces, c.stress)
+        if not self._stage_two_started:
+            if c.stage_two_lr is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = c.stage_two_lr
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+                    self.scheduler.base_lrs = [c.stage_two_lr] * len(self.optimizer.param_groups)
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.best = math.inf
+                self.scheduler.num_bad_epochs = 0
+            self.best_valid = math.inf
+            self._stage_two_started = True
+
     def save_best(self) -> None:
         """``best_model.pt`` with the EMA weights (when EMA is on)."""
         context = self.ema.average_parameters(self.potential) if self.ema else contextlib.nullcontext()
@@ -348,6 +381,19 @@ class Trainer:
         fig.savefig(tmp, dpi=120)
         plt.close(fig)
         os.replace(tmp, self.out / "learning_curve.png")
+
+
+def _differences(a: Dict[str, object], b: Dict[str, object], prefix: str = "") -> List[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out: List[str] = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, name + ".")
+        elif va != vb:
+            out.append(name)
+    return out
 
 
 def run_training(config_path: str, resume: bool = False, progress: bool = True,

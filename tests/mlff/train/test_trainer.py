@@ -183,3 +183,27 @@ def test_ensemble_training_recalibrates_evaluates_and_exports(small_data, tmp_pa
     assert main(["eval", str(tmp_path / "shipped" / "ensemble.pt"), str(small_data / "valid.extxyz"),
                  "--out", str(tmp_path / "ev")]) == 0
     assert "Spearman(force std, error)" in capsys.readouterr().out
+
+
+def test_stage_two_switches_weights_and_lr_and_resume_accepts_budget_changes(small_data, tmp_path):
+    path = write_config(tmp_path / "s.yaml", small_data, tmp_path / "run", max_epochs=2,
+                        scheduler="none")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["loss"].update({"stage_two_epoch": 1, "stage_two_energy": 500.0, "stage_two_lr": 0.002})
+    path.write_text(yaml.safe_dump(cfg))
+    trainer = Trainer(TrainConfig.from_yaml(str(path)), progress=False)
+    trainer.train()
+    lrs = [r["lr"] for r in trainer.history]
+    assert lrs == [pytest.approx(0.01), pytest.approx(0.002)]
+    assert trainer.weights.energy == 500.0
+    # a longer budget may be given on resume; a different learning rate may not
+    cfg["optim"]["max_epochs"] = 3
+    path.write_text(yaml.safe_dump(cfg))
+    longer = Trainer(TrainConfig.from_yaml(str(path)), progress=False)
+    longer.resume()
+    assert longer.train()["epochs"] == 3
+    assert longer.history[-1]["lr"] == pytest.approx(0.002)  # stage two kept, lr not reset
+    cfg["optim"]["lr"] = 0.5
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="optim.lr changed"):
+        Trainer(TrainConfig.from_yaml(str(path)), progress=False).resume()
