@@ -21,6 +21,7 @@ COMMANDS: Dict[str, str] = {
     "train": "train a model from a YAML config (resumable with --resume)",
     "eval": "errors of a model on labelled data (MAE/RMSE, per element) with parity plots",
     "md": "molecular dynamics (OpenMM or ASE; NVE/NVT/NPT; uncertainty monitor; --resume)",
+    "relax": "geometry relaxation (ASE FIRE/BFGS/LBFGS with optional cell filter, or OpenMM)",
     "analyze": "trajectory analysis with mdtraj: RMSD, Rg, dihedrals, Ramachandran, RDF",
     "demo": "the main job: the default ensemble runs alanine dipeptide MD in OpenMM with the UQ monitor",
     "label-demo": "sample and label alanine dipeptide with GFN2-xTB (the data side of the suite)",
@@ -327,6 +328,46 @@ def _run_md(args: argparse.Namespace) -> int:
     return _print_md_result(run_md(_md_config(args), resume=args.resume))
 
 
+def _add_relax(sub: argparse._SubParsersAction) -> None:
+    from md_workflows.relax import OPTIMIZERS, RelaxConfig
+
+    d = RelaxConfig(structure="")
+    p = sub.add_parser("relax", help=COMMANDS["relax"], description=(
+        "Relax a structure; writes OUT/relaxed.extxyz (+ relaxed.pdb for pdb input) and "
+        "OUT/relax.log. Exit status 4 when not converged within --steps."))
+    p.add_argument("structure")
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--engine", default=d.engine, choices=["ase", "openmm"])
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--fmax", type=float, default=d.fmax, help="eV/A (default %(default)s)")
+    p.add_argument("--steps", type=_positive_int, default=d.steps)
+    p.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
+    p.add_argument("--pressure", type=float, default=d.pressure, help="bar, with --cell")
+    p.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--out", default=d.out)
+    p.set_defaults(func=_run_relax)
+
+
+def _run_relax(args: argparse.Namespace) -> int:
+    from md_workflows.relax import RelaxConfig, relax
+
+    res = relax(RelaxConfig(structure=args.structure, out=args.out, model=args.model,
+                            engine=args.engine, optimizer=args.optimizer, fmax=args.fmax,
+                            steps=args.steps, cell=args.cell, pressure=args.pressure,
+                            dtype=args.dtype, device=args.device))
+    state = "converged" if res.converged else "NOT converged"
+    print(f"{state}: energy {res.energy:.6f} eV, max force {res.fmax_final:.5f} eV/A "
+          f"(fmax {args.fmax}) after {res.steps} steps")
+    for name, path in res.files.items():
+        print(f"  {name:18s} {path}")
+    if not res.converged:
+        print(f"mlff relax: not converged within {args.steps} steps; raise --steps or --fmax, or "
+              "check the structure", file=sys.stderr)
+        return 4
+    return 0
+
+
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help=COMMANDS["analyze"], description=(
         "Analyse a trajectory (an `mlff md` output folder, or a file with --topology): "
@@ -373,7 +414,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-every", type=_positive_int, default=50)
     p.add_argument("--uq-warn", type=float, default=0.5, help="eV/A (default %(default)s)")
     p.add_argument("--uq-stop", type=float, default=2.0, help="eV/A (default %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=2)
+    p.add_argument("--threads", type=_positive_int, default=1, help=(
+        "torch and OpenMM threads (default 1: more oversubscribes a busy 2-core machine)"))
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_demo)
 
@@ -465,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_eval, _add_md,
-                _add_analyze, _add_demo, _add_label_demo):
+                _add_relax, _add_analyze, _add_demo, _add_label_demo):
         add(sub)
     return parser
 

@@ -182,8 +182,6 @@ def load_structure(path: str):
     if not periodic:
         atoms.pbc = False
         atoms.cell = None
-    else:
-        topology.setPeriodicBoxVectors(atoms.cell.array * ANGSTROM_TO_NM)
     return atoms, topology
 
 
