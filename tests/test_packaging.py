@@ -39,6 +39,7 @@ def test_regular_install_finds_assets(tmp_path):
     )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "mlff" / "assets" / "examples" / "alanine_dipeptide.pdb").exists()
+    assert (target / "mlff" / "assets" / "models" / "mace_organic_gfn2_ensemble.pt").exists()
     code = (
         "import mlff, mlff.assets_path as a; "
         "print(mlff.__file__); print(a.asset('examples/alanine_dipeptide.pdb')); "
