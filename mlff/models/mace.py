@@ -189,7 +189,6 @@ class InteractionBlock(nn.Module):
             self.mixing.append(IrrepsLinear(target, target, members, num_species))
         self.inv_avg_neighbors = 1.0 / float(avg_num_neighbors)
         self.channels = channels
-        self.members = members
         self.dims: List[int] = [2 * l + 1 for l in range(max_ell + 1)]
 
     def forward(

@@ -18,6 +18,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from mlff.nn.radial import ScaledSiLU
+
 #: an irreps list: ``[(multiplicity, l, parity), ...]``
 Irreps = Sequence[Tuple[int, int, int]]
 
@@ -54,9 +56,9 @@ class IrrepsLinear(nn.Module):
         super().__init__()
         self.members = int(members)
         self.num_species = int(num_species)
-        self.dim_in = irreps_dim(irreps_in)
         self.dim_out = irreps_dim(irreps_out)
-        species_factor = max(1, self.num_species)
+        # weight rows per input channel: one set per species, or one
+        self.species_factor = max(1, self.num_species)
         in_offsets = _offsets(irreps_in)
         out_offsets = _offsets(irreps_out)
         self.in_starts, self.in_muls, self.out_starts, self.out_muls = [], [], [], []
@@ -78,14 +80,14 @@ class IrrepsLinear(nn.Module):
                 self.w_starts.append(total)
                 # one species active per atom: the fan-in does not grow with S
                 self.norms.append(1.0 / math.sqrt(fan_in))
-                total += species_factor * mul_in * mul_out
+                total += self.species_factor * mul_in * mul_out
         self.weight = nn.Parameter(torch.randn(self.members, total))
 
     def forward(self, x: Tensor, onehot: Tensor) -> Tensor:
         """``x``: ``[M, N, F_in]``; ``onehot``: ``[N, S]`` (ignored without species weights)."""
         m, n = x.shape[0], x.shape[1]
         out = torch.zeros(m, n, self.dim_out, dtype=x.dtype, device=x.device)
-        s = max(1, self.num_species)
+        s = self.species_factor
         for k in range(len(self.in_starts)):
             mul_in, mul_out, d = self.in_muls[k], self.out_muls[k], self.dims[k]
             start = self.in_starts[k]
@@ -132,8 +134,6 @@ class GroupedMLP(nn.Module):
 
     def __init__(self, sizes: Sequence[int], members: int = 1, hidden_bias: bool = True) -> None:
         super().__init__()
-        from mlff.nn.radial import ScaledSiLU
-
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least input and output sizes, got {list(sizes)}")
         layers: List[nn.Module] = []
