@@ -1,5 +1,5 @@
 # The README's commands. Each target creates .venv if it is missing and installs the project
-# (editable, with its test extra). The install is idempotent: a stamp file records the hash of
+# (editable, with its test and free-energy extras). The install is idempotent: a stamp file records the hash of
 # setup.cfg + pyproject.toml, and pip only runs again when they change.
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +16,7 @@ $(PY):
 setup: $(PY)
 	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$(DEPS_HASH)" ]; then \
 		echo "installing mlff and its dependencies into $(VENV) (first time: several GB for torch)"; \
-		$(PY) -m pip install --quiet -e ".[test]" && echo "$(DEPS_HASH)" > $(STAMP); \
+		$(PY) -m pip install --quiet -e ".[test,fe]" && echo "$(DEPS_HASH)" > $(STAMP); \
 	else \
 		echo "$(VENV) is up to date"; \
 	fi

@@ -25,6 +25,7 @@ COMMANDS: Dict[str, str] = {
     "analyze": "trajectory analysis with mdtraj: RMSD, Rg, dihedrals, Ramachandran, RDF",
     "demo": "the main job: the default ensemble runs alanine dipeptide MD in OpenMM with the UQ monitor",
     "label-demo": "sample and label alanine dipeptide with GFN2-xTB (the data side of the suite)",
+    "fe": "alchemical free energies: hydration free energies with MBAR/BAR/TI/EXP (resumable)",
 }
 
 
@@ -495,6 +496,96 @@ def _run_label_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fe_overrides(args: argparse.Namespace) -> Dict[str, object]:
+    keys = ("name", "forcefield", "box_edge_nm", "temperature_K", "timestep_fs",
+            "equilibration_ps", "production_ps", "sample_every_ps", "water_platform",
+            "vacuum_platform", "threads", "workers", "scheduler", "seed")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _add_fe_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forcefield", choices=["gaff2", "gaff"], default=None,
+                   help="small-molecule force field (default gaff2; gaff = GAFF 1.x as in FreeSolv)")
+    p.add_argument("--box-edge-nm", dest="box_edge_nm", type=float, default=None,
+                   help="cubic TIP3P box edge, nm (default 2.5)")
+    p.add_argument("--temperature", dest="temperature_K", type=float, default=None, help="K (default 298.15)")
+    p.add_argument("--timestep", dest="timestep_fs", type=float, default=None,
+                   help="fs (default 4, with hydrogen masses of 3 amu)")
+    p.add_argument("--equilibration-ps", dest="equilibration_ps", type=float, default=None,
+                   help="per window (default 10)")
+    p.add_argument("--production-ps", dest="production_ps", type=float, default=None,
+                   help="per window (default 40)")
+    p.add_argument("--sample-every-ps", dest="sample_every_ps", type=float, default=None,
+                   help="energies at all windows every this many ps (default 1)")
+    p.add_argument("--platform", dest="water_platform", default=None,
+                   help="OpenMM platform of the water leg (default CPU; CUDA when present)")
+    p.add_argument("--vacuum-platform", dest="vacuum_platform", default=None,
+                   help="OpenMM platform of the vacuum leg (default Reference)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads per window (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="windows sampled at once in separate processes (default 2)")
+    p.add_argument("--scheduler", default=None,
+                   help="dask.distributed scheduler address: run the windows as tasks on that "
+                   "cluster (OUT must be on a shared file system)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", required=True, help="output directory; rerun the same command to resume")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_fe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fe", help=COMMANDS["fe"], description=(
+        "Alchemical free energies. 'mlff fe hydration --smiles CCO --out DIR' parameterises the "
+        "molecule (GAFF2 + AM1-BCC through AmberTools), solvates it in TIP3P and decouples it in "
+        "water and in vacuum (charges off, then softcore Lennard-Jones off). DIR gets "
+        "result.json (dG_hyd per estimator with uncertainty), per-leg alchemlyb u_nk/dHdl "
+        "parquet files and overlap / convergence / dU/dlambda PNGs. Every window checkpoints: "
+        "rerun the same command after a kill to resume."))
+    fesub = p.add_subparsers(dest="fe_command", metavar="FE_COMMAND")
+    h = fesub.add_parser("hydration", help="hydration free energy of a molecule given as SMILES",
+                         description="Hydration free energy of one molecule (defaults: the "
+                         "benchmarks/freesolv.py protocol; about 15-20 min on 2 cores).")
+    h.add_argument("--smiles", required=True, help='the molecule, e.g. "CCO"')
+    h.add_argument("--name", default=None, help="a label for the results (default: the SMILES)")
+    _add_fe_common(h)
+    h.set_defaults(func=_run_fe_hydration)
+    r = fesub.add_parser("run", help="run a hydration calculation from a YAML config",
+                         description="Run the HydrationConfig in CONFIG (keys: see "
+                         "md_workflows/free_energy/hydration.py; example: "
+                         "data/examples/hydration_ethanol.yaml). Command-line options override it.")
+    r.add_argument("config", help="YAML file")
+    r.add_argument("--name", default=None)
+    _add_fe_common(r)
+    r.set_defaults(func=_run_fe_config)
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _print_fe(result: Dict, out: str) -> int:
+    print(f"{result['name']}: dG_hyd = {result['dG_hyd']:.2f} +/- {result['dG_hyd_err']:.2f} kcal/mol (MBAR)")
+    for est, v in result["dG_hyd_kcal_mol"].items():
+        print(f"  {est:13s} {v['value']:8.2f} +/- {v['error']:.2f}")
+    for leg, info in result["legs"].items():
+        print(f"  {leg:7s} leg: {info['windows']} windows, smallest neighbour overlap "
+              f"{info['min_neighbour_overlap']:.3f}")
+    print(f"results in {out}/result.json; plots in {out}/water and {out}/vacuum")
+    return 0
+
+
+def _run_fe_hydration(args: argparse.Namespace) -> int:
+    from md_workflows.free_energy.hydration import HydrationConfig, run_hydration
+
+    cfg = HydrationConfig.from_dict({"smiles": args.smiles, **_fe_overrides(args)}, "the command line")
+    return _print_fe(run_hydration(cfg, args.out, progress=not args.no_progress), args.out)
+
+
+def _run_fe_config(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from md_workflows.free_energy.hydration import HydrationConfig, run_hydration
+
+    cfg = dataclasses.replace(HydrationConfig.from_yaml(args.config), **_fe_overrides(args))
+    return _print_fe(run_hydration(cfg, args.out, progress=not args.no_progress), args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlff import __version__
 
@@ -507,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_label, _add_sample, _add_stats, _add_dataset, _add_train, _add_eval, _add_md,
-                _add_relax, _add_analyze, _add_demo, _add_label_demo):
+                _add_relax, _add_analyze, _add_demo, _add_label_demo, _add_fe):
         add(sub)
     return parser
 

@@ -1,0 +1,235 @@
+"""Hydration free energy of a small molecule: decouple it in water and in vacuum.
+
+dG_hyd = dG_vacuum - dG_water, where each dG is f(decoupled) - f(coupled) along the same
+lambda schedule (charges annihilated, then Lennard-Jones decoupled). In vacuum only the
+electrostatic windows are needed: with nothing to interact with, decoupling the solute's
+Lennard-Jones from its surroundings changes no energy (its intramolecular Lennard-Jones stays).
+
+Output directory::
+
+    config.json                the HydrationConfig used (reproduce with `mlff fe run`)
+    ligand/                    mol2, frcmod, prmtop, ffxml copied from the parameter cache
+    water/, vacuum/            sampling legs (see sampling.py), alchemlyb u_nk/dHdl parquet,
+                               overlap / convergence / dU/dlambda PNGs
+    result.json                dG_hyd per estimator (kcal/mol, with uncertainty), per leg
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .alchemical import LambdaSchedule, alchemical_system
+from .dataframes import write_alchemlyb
+from .estimators import FreeEnergyResult, analyze
+from .plots import plot_convergence, plot_dudl, plot_overlap
+from .sampling import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings, prepare_leg, run_leg
+
+KJ_PER_KCAL = 4.184
+ESTIMATORS = ("MBAR", "BAR", "TI_trapezoid", "TI_cubic", "EXP_forward", "EXP_reverse")
+
+
+@dataclass(frozen=True)
+class HydrationConfig:
+    """Everything that defines a hydration free-energy calculation (units in the names).
+
+    The defaults are the protocol of benchmarks/freesolv.py: GAFF2/AM1-BCC in a 2.5 nm TIP3P
+    box, PME 0.9 nm, 4 fs with hydrogen masses of 3 amu, 298.15 K and 1 atm, 13 windows of
+    10 ps equilibration + 40 ps production with energies at every window each 1 ps; the vacuum
+    leg on the Reference platform (faster than CPU for a handful of atoms).
+    """
+
+    smiles: str
+    name: str | None = None
+    forcefield: str = "gaff2"
+    electrostatics_windows: tuple[float, ...] = LambdaSchedule().electrostatics
+    sterics_windows: tuple[float, ...] = LambdaSchedule().sterics
+    box_edge_nm: float = 2.5
+    nonbonded_cutoff_nm: float = 0.9
+    hydrogen_mass_amu: float | None = 3.0
+    temperature_K: float = 298.15
+    pressure_bar: float = 1.01325
+    timestep_fs: float = 4.0
+    friction_per_ps: float = 1.0
+    equilibration_ps: float = 10.0
+    production_ps: float = 40.0
+    sample_every_ps: float = 1.0
+    water_platform: str = "CPU"
+    vacuum_platform: str = "Reference"
+    threads: int = 1
+    workers: int = 2
+    scheduler: str | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "electrostatics_windows", tuple(float(x) for x in self.electrostatics_windows))
+        object.__setattr__(self, "sterics_windows", tuple(float(x) for x in self.sterics_windows))
+        self.schedule  # validates the windows
+        if self.box_edge_nm < 2 * self.nonbonded_cutoff_nm + 0.2:
+            raise ValueError(f"box_edge_nm {self.box_edge_nm} is too small for a "
+                             f"{self.nonbonded_cutoff_nm} nm cutoff: use at least "
+                             f"{2 * self.nonbonded_cutoff_nm + 0.2:.2f} nm")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError("workers and threads must be >= 1")
+        self.sampling("water")  # validates the sampling values
+
+    @property
+    def schedule(self) -> LambdaSchedule:
+        return LambdaSchedule(self.electrostatics_windows, self.sterics_windows)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.smiles
+
+    @property
+    def kT_kcal_mol(self) -> float:
+        return MOLAR_GAS_CONSTANT_KJ * self.temperature_K / KJ_PER_KCAL
+
+    def sampling(self, leg: str) -> SamplingSettings:
+        return SamplingSettings(
+            temperature_K=self.temperature_K,
+            pressure_bar=self.pressure_bar if leg == "water" else None,
+            timestep_fs=self.timestep_fs, friction_per_ps=self.friction_per_ps,
+            equilibration_ps=self.equilibration_ps, production_ps=self.production_ps,
+            sample_every_ps=self.sample_every_ps,
+            platform=self.water_platform if leg == "water" else self.vacuum_platform,
+            threads=self.threads, seed=self.seed + (0 if leg == "water" else 1))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "HydrationConfig":
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(valid)}")
+        if "smiles" not in values:
+            raise ValueError(f"{where} needs 'smiles' (the molecule, e.g. smiles: CCO)")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "HydrationConfig":
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of HydrationConfig keys")
+        data = data.get("hydration", data)
+        return cls.from_dict(data, where=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LegResult:
+    name: str
+    samples: LegSamples
+    analysis: FreeEnergyResult
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _prepare_systems(config: HydrationConfig, out: Path):
+    """Parameterise the solute; build both legs' alchemical systems. Returns legs dict."""
+    from openmm import unit
+
+    from .parametrize import ligand_atom_indices, parametrize_ligand, solvated_system, vacuum_system
+
+    params = parametrize_ligand(config.smiles, name=config.name, forcefield=config.forcefield,
+                                cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+                                seed=config.seed)
+    lig_dir = out / "ligand"
+    lig_dir.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(params.directory).iterdir()):
+        if f.is_file():
+            shutil.copy2(f, lig_dir / f.name)
+    legs = {}
+    top, system, pos = solvated_system(params, box_edge_nm=config.box_edge_nm,
+                                       nonbonded_cutoff_nm=config.nonbonded_cutoff_nm,
+                                       hydrogen_mass_amu=config.hydrogen_mass_amu)
+    solute = ligand_atom_indices(top)
+    box = np.array([[v.x, v.y, v.z] for v in
+                    (vec.value_in_unit(unit.nanometer) for vec in top.getPeriodicBoxVectors())])
+    legs["water"] = (alchemical_system(system, solute), pos, box, config.schedule.states(True))
+    top_v, system_v, pos_v = vacuum_system(params, hydrogen_mass_amu=config.hydrogen_mass_amu)
+    legs["vacuum"] = (alchemical_system(system_v, ligand_atom_indices(top_v)), pos_v, None,
+                      config.schedule.states(False))
+    return params, legs
+
+
+def analyze_leg(name: str, leg_dir: Path, samples: LegSamples, kT_kcal_mol: float) -> LegResult:
+    """Estimators, alchemlyb dataframes and plots of one finished leg."""
+    res = analyze(samples.u_kln, samples.dudl, samples.lambdas)
+    u_path, d_path = write_alchemlyb(samples, leg_dir)
+    files = {
+        "u_nk": str(u_path), "dHdl": str(d_path),
+        "overlap_png": str(plot_overlap(res, leg_dir / "overlap.png", name)),
+        "convergence_png": str(plot_convergence(res, leg_dir / "convergence.png", kT_kcal_mol, name)),
+        "dudl_png": str(plot_dudl(res, samples.lambdas, samples.ti_parameters,
+                                  leg_dir / "dudl.png", kT_kcal_mol, name)),
+    }
+    return LegResult(name, samples, res, files)
+
+
+def combine(config: HydrationConfig, water: LegResult, vacuum: LegResult) -> dict[str, Any]:
+    """dG_hyd = dG_vacuum - dG_water per estimator, errors added in quadrature (kcal/mol)."""
+    kt = config.kT_kcal_mol
+    out: dict[str, Any] = {"name": config.label, "smiles": config.smiles,
+                           "forcefield": config.forcefield, "temperature_K": config.temperature_K,
+                           "dG_hyd_kcal_mol": {}, "legs": {}}
+    for est in ESTIMATORS:
+        w, v = water.analysis.estimates[est], vacuum.analysis.estimates[est]
+        out["dG_hyd_kcal_mol"][est] = {"value": (v.value - w.value) * kt,
+                                       "error": float(np.hypot(v.error, w.error)) * kt}
+    for leg in (water, vacuum):
+        a = leg.analysis
+        out["legs"][leg.name] = {
+            "dG_decouple_kcal_mol": {k: {"value": e.value * kt, "error": e.error * kt}
+                                     for k, e in a.estimates.items()},
+            "windows": len(leg.samples.states),
+            "states": leg.samples.states,
+            "samples_per_window": [int(len(u[0])) for u in leg.samples.u_kln],
+            "decorrelated_samples": [int(n) for n in a.n_k],
+            "statistical_inefficiency": a.statistical_inefficiency,
+            "min_neighbour_overlap": a.min_neighbour_overlap,
+            "files": leg.files,
+        }
+    best = out["dG_hyd_kcal_mol"]["MBAR"]
+    out["dG_hyd"] = best["value"]
+    out["dG_hyd_err"] = best["error"]
+    return out
+
+
+def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) both legs, analyse them and write ``result.json``; returns the result."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        if old != json.loads(json.dumps(config.to_dict())) and any(out.glob("*/window_*/samples.npz")):
+            changed = sorted(k for k in config.to_dict() if old.get(k) != config.to_dict()[k])
+            harmless = {"workers", "scheduler", "threads"}
+            if not set(changed) <= harmless:
+                raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
+                                 "use a new --out or the same settings to resume")
+    saved.write_text(json.dumps(config.to_dict(), indent=1))
+    _, legs = _prepare_systems(config, out)
+    results = {}
+    for name in ("vacuum", "water"):
+        system, pos, box, states = legs[name]
+        leg_dir = prepare_leg(out / name, system, pos, states, config.sampling(name),
+                              ti_parameters=["lambda_electrostatics", "lambda_sterics"],
+                              box_vectors_nm=box)
+        samples = run_leg(leg_dir, workers=config.workers, scheduler=config.scheduler,
+                          progress=progress, label=name)
+        results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)
+    result = combine(config, results["water"], results["vacuum"])
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "result.json")
+    return result

