@@ -499,7 +499,7 @@ def _run_label_demo(args: argparse.Namespace) -> int:
 def _fe_overrides(args: argparse.Namespace) -> Dict[str, object]:
     keys = ("name", "forcefield", "box_edge_nm", "temperature_K", "timestep_fs",
             "equilibration_ps", "production_ps", "sample_every_ps", "water_platform",
-            "vacuum_platform", "threads", "workers", "scheduler", "seed")
+            "vacuum_platform", "threads", "workers", "scheduler", "seed", "method")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -527,6 +527,9 @@ def _add_fe_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None,
                    help="dask.distributed scheduler address: run the windows as tasks on that "
                    "cluster (OUT must be on a shared file system)")
+    p.add_argument("--method", choices=["independent", "hrex"], default=None,
+                   help="independent windows (default; MBAR, BAR, EXP, TI) or Hamiltonian replica "
+                   "exchange with openmmtools (one process; MBAR, BAR, EXP)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", required=True, help="output directory; rerun the same command to resume")
     p.add_argument("--no-progress", action="store_true")

@@ -44,8 +44,9 @@ def to_alchemlyb(leg: LegSamples) -> tuple[pd.DataFrame, pd.DataFrame]:
     return u_nk, dhdl
 
 
-def write_alchemlyb(leg: LegSamples, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``u_nk.parquet`` and ``dHdl.parquet`` into ``out_dir``; returns their paths."""
+def write_alchemlyb(leg: LegSamples, out_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write ``u_nk.parquet`` and ``dHdl.parquet`` into ``out_dir``; returns their paths
+    (dHdl is None when the leg has no dU/dlambda, as with replica exchange)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     u_nk, dhdl = to_alchemlyb(leg)
@@ -53,7 +54,9 @@ def write_alchemlyb(leg: LegSamples, out_dir: str | Path) -> tuple[Path, Path]:
     if isinstance(u_nk.columns[0], tuple):  # parquet stores tuple labels as their str(),
         u_nk.columns = [str(c) for c in u_nk.columns]  # which extract_u_nk turns back
     for df, path in zip((u_nk, dhdl), paths):
+        if df.shape[1] == 0:
+            continue
         tmp = path.with_name(path.name + ".tmp")
         df.to_parquet(tmp, index=True)
         tmp.replace(path)
-    return paths
+    return paths[0], (paths[1] if dhdl.shape[1] else None)

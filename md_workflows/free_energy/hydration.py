@@ -28,6 +28,7 @@ from .alchemical import LambdaSchedule, alchemical_system
 from .dataframes import write_alchemlyb
 from .estimators import FreeEnergyResult, analyze
 from .plots import plot_convergence, plot_dudl, plot_overlap
+from .replica_exchange import run_hrex_leg
 from .sampling import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings, prepare_leg, run_leg
 
 KJ_PER_KCAL = 4.184
@@ -37,6 +38,10 @@ ESTIMATORS = ("MBAR", "BAR", "TI_trapezoid", "TI_cubic", "EXP_forward", "EXP_rev
 @dataclass(frozen=True)
 class HydrationConfig:
     """Everything that defines a hydration free-energy calculation (units in the names).
+
+    ``method``: ``independent`` windows (parallel processes or a Dask cluster; MBAR, BAR, EXP
+    and TI) or ``hrex`` (Hamiltonian replica exchange with openmmtools in one process; MBAR,
+    BAR and EXP, no TI).
 
     The defaults are the protocol of benchmarks/freesolv.py: GAFF2/AM1-BCC in a 2.5 nm TIP3P
     box, PME 0.9 nm, 4 fs with hydrogen masses of 3 amu, 298.15 K and 1 atm, 13 windows of
@@ -66,6 +71,7 @@ class HydrationConfig:
     scheduler: str | None = None
     seed: int = 0
     cache_dir: str | None = None
+    method: str = "independent"
 
     def __post_init__(self):
         object.__setattr__(self, "electrostatics_windows", tuple(float(x) for x in self.electrostatics_windows))
@@ -75,6 +81,9 @@ class HydrationConfig:
             raise ValueError(f"box_edge_nm {self.box_edge_nm} is too small for a "
                              f"{self.nonbonded_cutoff_nm} nm cutoff: use at least "
                              f"{2 * self.nonbonded_cutoff_nm + 0.2:.2f} nm")
+        if self.method not in ("independent", "hrex"):
+            raise ValueError(f"unknown sampling method {self.method!r}: use 'independent' "
+                             "(windows in parallel processes) or 'hrex' (replica exchange)")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
         self.sampling("water")  # validates the sampling values
@@ -163,15 +172,18 @@ def _prepare_systems(config: HydrationConfig, out: Path):
 
 def analyze_leg(name: str, leg_dir: Path, samples: LegSamples, kT_kcal_mol: float) -> LegResult:
     """Estimators, alchemlyb dataframes and plots of one finished leg."""
-    res = analyze(samples.u_kln, samples.dudl, samples.lambdas)
+    with_ti = bool(samples.ti_parameters)
+    res = analyze(samples.u_kln, samples.dudl if with_ti else None,
+                  samples.lambdas if with_ti else None)
     u_path, d_path = write_alchemlyb(samples, leg_dir)
     files = {
-        "u_nk": str(u_path), "dHdl": str(d_path),
+        "u_nk": str(u_path), **({"dHdl": str(d_path)} if d_path else {}),
         "overlap_png": str(plot_overlap(res, leg_dir / "overlap.png", name)),
         "convergence_png": str(plot_convergence(res, leg_dir / "convergence.png", kT_kcal_mol, name)),
-        "dudl_png": str(plot_dudl(res, samples.lambdas, samples.ti_parameters,
-                                  leg_dir / "dudl.png", kT_kcal_mol, name)),
     }
+    if with_ti:
+        files["dudl_png"] = str(plot_dudl(res, samples.lambdas, samples.ti_parameters,
+                                          leg_dir / "dudl.png", kT_kcal_mol, name))
     return LegResult(name, samples, res, files)
 
 
@@ -182,6 +194,8 @@ def combine(config: HydrationConfig, water: LegResult, vacuum: LegResult) -> dic
                            "forcefield": config.forcefield, "temperature_K": config.temperature_K,
                            "dG_hyd_kcal_mol": {}, "legs": {}}
     for est in ESTIMATORS:
+        if est not in water.analysis.estimates or est not in vacuum.analysis.estimates:
+            continue
         w, v = water.analysis.estimates[est], vacuum.analysis.estimates[est]
         out["dG_hyd_kcal_mol"][est] = {"value": (v.value - w.value) * kt,
                                        "error": float(np.hypot(v.error, w.error)) * kt}
@@ -222,11 +236,16 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
     results = {}
     for name in ("vacuum", "water"):
         system, pos, box, states = legs[name]
-        leg_dir = prepare_leg(out / name, system, pos, states, config.sampling(name),
-                              ti_parameters=["lambda_electrostatics", "lambda_sterics"],
-                              box_vectors_nm=box)
-        samples = run_leg(leg_dir, workers=config.workers, scheduler=config.scheduler,
-                          progress=progress, label=name)
+        leg_dir = out / name
+        if config.method == "hrex":
+            samples = run_hrex_leg(out / name, system, pos, states, config.sampling(name),
+                                   box_vectors_nm=box, progress=progress, label=name)
+        else:
+            leg_dir = prepare_leg(out / name, system, pos, states, config.sampling(name),
+                                  ti_parameters=["lambda_electrostatics", "lambda_sterics"],
+                                  box_vectors_nm=box)
+            samples = run_leg(leg_dir, workers=config.workers, scheduler=config.scheduler,
+                              progress=progress, label=name)
         results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)
     result = combine(config, results["water"], results["vacuum"])
     tmp = out / "result.json.tmp"
