@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlff-installed
 DEPS_HASH := $(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench bench-fe clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: setup
 	$(PY) benchmarks/mace_vs_peer.py
 	$(PY) benchmarks/ensemble_cost.py
 	$(PY) benchmarks/openmm_md.py
+
+# free-energy validations: hours on 2 cores, resumable (rerun after a stop)
+bench-fe: setup
+	$(PY) benchmarks/lj_widom.py
+	$(PY) benchmarks/lj_insertion.py
+	$(PY) benchmarks/freesolv.py
 
 clean-venv:
 	rm -rf $(VENV)
