@@ -119,7 +119,9 @@ class TrainConfig:
     """Everything a training run needs. ``model`` is the model type's config dict plus ``type``
     (elements, E0s, average neighbours and scale/shift are filled from the training data unless
     given; ``ensemble_size: N`` trains N members in one model). ``export``: where the final model
-    (best validation weights, ensembles recalibrated) is also written."""
+    (best validation weights, ensembles recalibrated) is also written. ``bootstrap``: each
+    ensemble member fits its own bootstrap resample of the training set (seeded multinomial
+    counts used as per-member structure weights; members always differ by their initial weights)."""
 
     model: Dict[str, Any]
     data: DataConfig
@@ -130,6 +132,12 @@ class TrainConfig:
     device: str = "cpu"
     init_from: Optional[str] = None
     export: Optional[str] = None
+    bootstrap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bootstrap and int(self.model.get("ensemble_size", 1)) < 2:
+            raise ValueError("bootstrap: true resamples the training set per ensemble member; "
+                             "set model.ensemble_size >= 2 or drop bootstrap")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], where: str = "config") -> "TrainConfig":
@@ -154,6 +162,7 @@ class TrainConfig:
             device=str(values.get("device", "cpu")),
             init_from=values.get("init_from"),
             export=values.get("export"),
+            bootstrap=bool(values.get("bootstrap", False)),
         )
 
     @classmethod

@@ -3,7 +3,8 @@
 ``weighted_loss(pred, batch, weights)`` = w_E * mean_g[(dE_g / N_g)^2] + w_F * mean_atoms
 |dF|^2 / 3 + w_S * mean_g |dS_g|^2 / 9, each term restricted to graphs that carry the target
 (``energy_weight``, ``forces_weight``, ``stress_weight`` in the batch) and scaled by the per-graph
-``weight``. Energies per atom make the energy term size-independent; units are eV^2/atom^2,
+``weight``; with ``member_weight`` [M, B] in the batch (bootstrap ensembles) each member's
+terms also weight each graph by its own count. Energies per atom make the energy term size-independent; units are eV^2/atom^2,
 (eV/A)^2 and (eV/A^3)^2.
 """
 
@@ -16,6 +17,8 @@ import torch
 from torch import Tensor
 
 from mlff import graph as G
+
+MEMBER_WEIGHT = "member_weight"  # [M, B] float64, per-member graph weights (bootstrap counts)
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,10 @@ class LossWeights:
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """``values`` ``[M, K]``, ``mask`` ``[1, K]``: sum over members of the masked means."""
-    total = mask.sum()
-    return (values * mask).sum() / total.clamp(min=1.0)
+    """``values`` ``[M, K]``, ``mask`` ``[1, K]`` or ``[M, K]``: sum over members of each
+    member's weighted mean."""
+    total = mask.sum(dim=1).clamp(min=1e-12)
+    return ((values * mask).sum(dim=1) / total).sum()
 
 
 def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -46,20 +50,22 @@ def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, T
     gradient of every member's weights is that of training it alone.
     """
     n_atoms = G.atoms_per_graph(batch)
-    w_graph = batch[G.WEIGHT]
+    w_graph = batch[G.WEIGHT].unsqueeze(0)  # [1, B]
+    if MEMBER_WEIGHT in batch:
+        w_graph = w_graph * batch[MEMBER_WEIGHT]  # [M, B]
     out: Dict[str, Tensor] = {}
     energy = pred.get("member_energy", pred["energy"].unsqueeze(0))  # [M, B]
     de = (energy - batch[G.ENERGY].unsqueeze(0)) / n_atoms
-    out["energy"] = _masked_mean(de**2, (batch[G.ENERGY_WEIGHT] * w_graph).unsqueeze(0))
+    out["energy"] = _masked_mean(de**2, batch[G.ENERGY_WEIGHT].unsqueeze(0) * w_graph)
     if "forces" in pred:
         forces = pred.get("member_forces", pred["forces"].unsqueeze(0))  # [M, N, 3]
-        atom_w = (batch[G.FORCES_WEIGHT] * w_graph)[batch[G.BATCH]]
+        atom_w = (batch[G.FORCES_WEIGHT].unsqueeze(0) * w_graph)[:, batch[G.BATCH]]
         df2 = ((forces.to(torch.float64) - batch[G.FORCES].unsqueeze(0)) ** 2).mean(dim=2)
-        out["forces"] = _masked_mean(df2, atom_w.unsqueeze(0))
+        out["forces"] = _masked_mean(df2, atom_w)
     if "stress" in pred:
         stress = pred.get("member_stress", pred["stress"].unsqueeze(0))  # [M, B, 3, 3]
         ds2 = ((stress.to(torch.float64) - batch[G.STRESS].unsqueeze(0)) ** 2).mean(dim=(2, 3))
-        out["stress"] = _masked_mean(ds2, (batch[G.STRESS_WEIGHT] * w_graph).unsqueeze(0))
+        out["stress"] = _masked_mean(ds2, batch[G.STRESS_WEIGHT].unsqueeze(0) * w_graph)
     return out
 
 

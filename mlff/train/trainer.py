@@ -33,7 +33,7 @@ from mlff.models.registry import build_model
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
 from mlff.train.ema import ExponentialMovingAverage
-from mlff.train.losses import LossWeights, weighted_loss
+from mlff.train.losses import MEMBER_WEIGHT, LossWeights, weighted_loss
 from mlff.train.metrics import ErrorAccumulator
 
 CHECKPOINT = "checkpoint.pt"
@@ -88,6 +88,7 @@ class Trainer:
             model_cfg.update(self._statistics(model_cfg, elements, r_cut))
             self.potential = Potential(build_model(model_type, model_cfg))
         self.potential.to(config.device)
+        self.member_counts = self._bootstrap_counts() if config.bootstrap else None
         o = config.optim
         opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.potential.parameters(), lr=o.lr, weight_decay=o.weight_decay,
@@ -148,6 +149,15 @@ class Trainer:
 
             return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         return None
+
+    def _bootstrap_counts(self) -> torch.Tensor:
+        """[M, N_train] float64: how often each member's bootstrap resample holds each training
+        structure (multinomial, seeded by ``seed``, so a resume draws the same resamples)."""
+        m = int(getattr(self.potential, "num_members", 1))
+        n = len(self.train_graphs)
+        rng = np.random.default_rng([self.config.seed, 7411])
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(m)])
+        return torch.as_tensor(counts, dtype=torch.float64, device=self.config.device)
 
     # --- checkpoints --------------------------------------------------------------------
 
@@ -237,6 +247,8 @@ class Trainer:
             while self.batch_in_epoch < len(batches):
                 idx = batches[self.batch_in_epoch]
                 batch = self._to_device(G.collate([self.train_graphs[i] for i in idx]))
+                if self.member_counts is not None:
+                    batch[MEMBER_WEIGHT] = self.member_counts[:, idx]
                 pred = self.potential(batch, compute_forces=True, compute_stress=stress)
                 loss = weighted_loss(pred, batch, self.weights)
                 self.optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ from mlff import graph as G
 from mlff.data.dataset import DataKeys, atoms_to_graph
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.ema import ExponentialMovingAverage
-from mlff.train.losses import LossWeights, loss_terms, weighted_loss
+from mlff.train.losses import MEMBER_WEIGHT, LossWeights, loss_terms, weighted_loss
 from mlff.train.metrics import ErrorAccumulator
 
 
@@ -47,6 +47,28 @@ def test_missing_targets_are_masked():
     pred = {"energy": batch[G.ENERGY].clone(), "forces": batch[G.FORCES].clone()}
     pred["forces"][3:] += 5.0  # the CH4 atoms, whose forces are marked missing
     assert float(loss_terms(pred, batch)["forces"]) == 0.0
+
+
+def test_member_weights_give_each_member_its_own_resample():
+    """Bootstrap counts [M, B]: member 0 sees only graph 0 (twice), member 1 both graphs once;
+    each member's terms equal those of a single model on its own resample."""
+    batch = labelled_batch()
+    e_err = torch.tensor([[0.3, 1.0], [0.6, -0.5]], dtype=torch.float64)  # [M, B] energy errors
+    pred = {"energy": batch[G.ENERGY], "member_energy": batch[G.ENERGY].unsqueeze(0) + e_err,
+            "member_forces": batch[G.FORCES].unsqueeze(0) + torch.tensor([0.2, 0.1],
+                                                                         dtype=torch.float64)[:, None, None],
+            "forces": batch[G.FORCES]}
+    batch[MEMBER_WEIGHT] = torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    terms = loss_terms(pred, batch)
+    member0 = (0.3 / 3) ** 2                        # only H2O (3 atoms)
+    member1 = ((0.6 / 3) ** 2 + (0.5 / 5) ** 2) / 2
+    assert float(terms["energy"]) == pytest.approx(member0 + member1)
+    assert float(terms["forces"]) == pytest.approx(0.04 + 0.01)
+    # all-ones member weights change nothing
+    batch[MEMBER_WEIGHT] = torch.ones(2, 2, dtype=torch.float64)
+    plain = dict(batch)
+    del plain[MEMBER_WEIGHT]
+    assert float(loss_terms(pred, batch)["energy"]) == pytest.approx(float(loss_terms(pred, plain)["energy"]))
 
 
 def test_loss_weights_validation():

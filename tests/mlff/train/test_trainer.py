@@ -185,6 +185,26 @@ def test_ensemble_training_recalibrates_evaluates_and_exports(small_data, tmp_pa
     assert "Spearman(force std, error)" in capsys.readouterr().out
 
 
+def test_bootstrap_members_fit_different_resamples(small_data, tmp_path):
+    """bootstrap: true draws one seeded multinomial resample per member (the same on every
+    construction, so a resume sees the same data) and trains; single models refuse it."""
+    cfg = yaml.safe_load(write_config(tmp_path / "b.yaml", small_data, tmp_path / "run",
+                                      max_epochs=1).read_text())
+    cfg["model"] = {**MODEL, "ensemble_size": 3}
+    cfg["bootstrap"] = True
+    trainer = Trainer(TrainConfig.from_dict(cfg), progress=False)
+    counts = trainer.member_counts
+    n = len(trainer.train_graphs)
+    assert counts.shape == (3, n) and bool((counts.sum(dim=1) == n).all())
+    assert not torch.equal(counts[0], counts[1]) and bool((counts == 0).any())
+    assert torch.equal(Trainer(TrainConfig.from_dict(cfg), progress=False).member_counts, counts)
+    trainer.train()
+    assert (tmp_path / "run" / "best_model.pt").exists()
+    cfg["model"] = MODEL
+    with pytest.raises(ValueError, match="ensemble_size >= 2"):
+        TrainConfig.from_dict(cfg)
+
+
 def test_stage_two_switches_weights_and_lr_and_resume_accepts_budget_changes(small_data, tmp_path):
     path = write_config(tmp_path / "s.yaml", small_data, tmp_path / "run", max_epochs=2,
                         scheduler="none")
