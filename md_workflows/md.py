@@ -349,7 +349,8 @@ class _ASEEngine(_Engine):
 
             self.dyn = LangevinBAOAB(
                 atoms, dt, temperature_K=cfg.temperature,
-                externalstress=cfg.pressure * BAR_TO_EV_PER_A3, hydrostatic=True,
+                # ASE stress is minus the pressure: a positive value would pull the box apart
+                externalstress=-cfg.pressure * BAR_TO_EV_PER_A3, hydrostatic=True,
                 T_tau=FS_ASE / (cfg.friction * FS_TO_PS), P_tau=100 * cfg.timestep * FS_ASE,
                 rng=self.rng,
             )
@@ -674,7 +675,6 @@ def _truncate_extxyz(path: Path, n: int) -> None:
 
 def _finish(out: Path, atoms, engine: _Engine, md_top, n_atoms: int, periodic: bool) -> Dict[str, Path]:
     """Trajectory, topology, final structure and plots."""
-    import ase.io
     import mdtraj
 
     from mlff.data.label import atomic_write_extxyz

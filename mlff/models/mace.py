@@ -180,6 +180,9 @@ class InteractionBlock(nn.Module):
             shared_weights=False, internal_weights=False,
         )
         self.radial = GroupedMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel], members)
+        # explicit sizes (not -1) so that graphs without edges (isolated atoms) reshape fine
+        self.tp_weight_numel: int = int(self.conv_tp.weight_numel)
+        self.tp_out_dim: int = int(self.conv_tp.irreps_out.dim)
         mid = [(mul, ir.l, ir.p) for mul, ir in irreps_mid]
         self.linear = IrrepsLinear(mid, target, members)
         # First layer: a species-dependent linear map of A (its input carries no species
@@ -204,9 +207,9 @@ class InteractionBlock(nn.Module):
         m, n = node_feats.shape[0], node_feats.shape[1]
         n_edges = sender.shape[0]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
-        weights = self.radial(edge_radial).reshape(m * n_edges, -1)  # [M*E, weight_numel]
-        x_edges = x.index_select(1, sender).reshape(m * n_edges, -1)  # [M*E, F]
-        messages = self.conv_tp(x_edges, edge_attrs, weights).view(m, n_edges, -1)  # [M, E, mid]
+        weights = self.radial(edge_radial).reshape(m * n_edges, self.tp_weight_numel)  # [M*E, W]
+        x_edges = x.index_select(1, sender).reshape(m * n_edges, x.shape[2])  # [M*E, F]
+        messages = self.conv_tp(x_edges, edge_attrs, weights).view(m, n_edges, self.tp_out_dim)  # [M, E, mid]
         summed = torch.zeros(
             m, n, messages.shape[2], dtype=messages.dtype, device=messages.device
         ).index_add_(1, receiver, messages)

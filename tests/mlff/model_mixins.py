@@ -153,6 +153,21 @@ class ModelTests:
         e_sum = pot(graph_of(a, pot))["energy"] + pot(graph_of(b, pot))["energy"]
         torch.testing.assert_close(pot(graph_of(both, pot))["energy"], e_sum, rtol=1e-12, atol=1e-10)
 
+    def test_isolated_atoms_without_edges(self):
+        """A graph with no edges (atoms farther apart than r_cut: a dilute gas) gives finite
+        energies equal to the single-atom energies, zero forces and stress, eager and scripted."""
+        pot = self.potential(torch.float64)
+        d = 2 * pot.r_cut
+        gas = Atoms("HCO", positions=[[0, 0, 0], [d, 0, 0], [0, d, 0]], cell=[3 * d] * 3, pbc=True)
+        graph = graph_of(gas, pot)
+        assert graph[G.EDGE_INDEX].shape[1] == 0
+        singles = sum(pot(graph_of(Atoms(z), pot))["energy"] for z in "HCO")
+        for model in (pot, torch.jit.script(pot)):
+            out = model(graph, compute_forces=True, compute_stress=True)
+            torch.testing.assert_close(out["energy"], singles, rtol=1e-12, atol=1e-10)
+            assert float(out["forces"].abs().max()) == 0.0
+            assert float(out["stress"].abs().max()) == 0.0
+
     def test_batch_equals_single_calls(self, dtype):
         pot = self.potential(dtype)
         systems = [rattled("CH3CH2OH", 8), periodic_box(9), rattled("H2O", 10)]
