@@ -223,10 +223,14 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.json"
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        if old != json.loads(json.dumps(config.to_dict())) and any(out.glob("*/window_*/samples.npz")):
-            changed = sorted(k for k in config.to_dict() if old.get(k) != config.to_dict()[k])
+    if saved.exists() and any(out.glob("*/window_*/samples.npz")):
+        # compare as JSON (tuples were saved as lists); keys added to mlff since the run was
+        # started count as their defaults; parallelism may change on resume
+        new = json.loads(json.dumps(config.to_dict()))
+        defaults = json.loads(json.dumps(HydrationConfig(smiles=config.smiles).to_dict()))
+        old = {**defaults, **json.loads(saved.read_text())}
+        changed = sorted(k for k in new if old.get(k) != new[k])
+        if changed:
             harmless = {"workers", "scheduler", "threads"}
             if not set(changed) <= harmless:
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "

@@ -109,6 +109,9 @@ def test_hydration_smoke_run_resume_and_alchemlyb(tmp_path):
     again = run_hydration(cfg, out, progress=False)
     assert again["dG_hyd"] == pytest.approx(res["dG_hyd"], abs=1e-9)
     assert (out / "water" / "window_000" / "samples.npz").stat().st_mtime_ns == stamp
+    # more workers on resume are fine (parallelism is not part of the protocol)
+    more = run_hydration(HydrationConfig(**{**cfg.to_dict(), "workers": 2}), out, progress=False)
+    assert more["dG_hyd"] == pytest.approx(res["dG_hyd"], abs=1e-9)
     # a different protocol in the same directory is refused
     with pytest.raises(ValueError, match="different config"):
         run_hydration(HydrationConfig(**{**cfg.to_dict(), "production_ps": 4.0}), out, progress=False)
