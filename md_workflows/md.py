@@ -42,6 +42,7 @@ import numpy as np
 import torch  # before openmm (openmm-torch plugins)
 
 from calculators import openmm as _omm  # noqa: F401 - reloads openmm-torch plugins first
+from mlff.atomic import atomic_savez, atomic_write_text
 from md_workflows.uq import UncertaintyStop, UQMonitor, UQRecord, UQReporter
 from mlff.units import (
     ANGSTROM_TO_NM, BAR_TO_EV_PER_A3, FS_ASE, FS_TO_PS, KB_EV_PER_K, KJ_PER_MOL_TO_EV,
@@ -396,15 +397,6 @@ class _ASEEngine(_Engine):
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_savez(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _truncate(path: Path, n_bytes: int) -> None:
     if path.exists() and path.stat().st_size > n_bytes:
         with open(path, "r+b") as f:
@@ -614,7 +606,7 @@ def run_md(cfg: MDConfig, resume: bool = False) -> MDResult:
                 "config": asdict(cfg)}
         arrays = engine.checkpoint()
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8).copy()
-        _atomic_savez(ckpt_path, arrays)
+        atomic_savez(ckpt_path, **arrays)
         if stop is not None:
             raise stop
         return uq_rec
@@ -657,9 +649,7 @@ def _write_log(path: Path, rows: List[Dict[str, str]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow(r)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _truncate_extxyz(path: Path, n: int) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mlff.atomic import atomic_write_text
+
 from .alchemical import LambdaSchedule, alchemical_system
 from .dataframes import write_alchemlyb
 from .estimators import FreeEnergyResult, analyze
@@ -235,7 +237,7 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
             if not set(changed) <= harmless:
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                                  "use a new --out or the same settings to resume")
-    saved.write_text(json.dumps(config.to_dict(), indent=1))
+    atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
     _, legs = _prepare_systems(config, out)
     results = {}
     for name in ("vacuum", "water"):
@@ -252,7 +254,5 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                               progress=progress, label=name)
         results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)
     result = combine(config, results["water"], results["vacuum"])
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "result.json")
+    atomic_write_text(out / "result.json", json.dumps(result, indent=1))
     return result

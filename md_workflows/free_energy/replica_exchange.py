@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.atomic import atomic_write_text
+
 from .sampling import LegSamples, SamplingSettings
 
 try:
@@ -73,7 +75,7 @@ def run_hrex_leg(out_dir: str | Path, system, positions_nm, states: list[dict[st
     done_marker = out / "hrex.done"
     if done_marker.exists():  # finished: from_storage would redo the iterations after the
         return load_hrex(out, states, settings)  # last checkpoint, so do not reopen it
-    spec_path.write_text(json.dumps(spec, indent=1))
+    atomic_write_text(spec_path, json.dumps(spec, indent=1))
     allowed = {"lambda_electrostatics", "lambda_sterics"}
     if not set(states[0]) <= allowed:
         raise ValueError(f"replica exchange supports openmmtools alchemical states "
@@ -133,7 +135,7 @@ def run_hrex_leg(out_dir: str | Path, system, positions_nm, states: list[dict[st
         bar.close()
     del sampler
     reporter.close()
-    done_marker.write_text(f"{n_iterations}\n")
+    atomic_write_text(done_marker, f"{n_iterations}\n")
     return load_hrex(out, states, settings)
 
 

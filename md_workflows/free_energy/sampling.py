@@ -24,7 +24,6 @@ continuation is bit-identical (OpenMM context checkpoints include the random-num
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,6 +31,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+from mlff.atomic import atomic_savez, atomic_write_bytes
 
 try:  # progress bars are optional in worker processes
     from tqdm.auto import tqdm
@@ -109,23 +110,6 @@ class LegSamples:
         return np.array([[s[p] for p in self.ti_parameters] for s in self.states], dtype=float)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _check_states(states: list[dict[str, float]], ti_parameters: list[str]) -> None:
     if len(states) < 2:
         raise ValueError(f"an alchemical leg needs at least two states, got {len(states)}")
@@ -201,9 +185,9 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
     state_xml = openmm.XmlSerializer.serialize(ctx.getState(getPositions=True))
     del ctx
-    _atomic_write_bytes(out / "system.xml", system_xml.encode())
-    _atomic_write_bytes(out / "state.xml", state_xml.encode())
-    _atomic_write_bytes(out / "leg.json", json.dumps(leg, indent=1).encode())
+    atomic_write_bytes(out / "system.xml", system_xml.encode())
+    atomic_write_bytes(out / "state.xml", state_xml.encode())
+    atomic_write_bytes(out / "leg.json", json.dumps(leg, indent=1).encode())
     return out
 
 
@@ -307,7 +291,7 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     def save(n_done: int) -> None:
         state_xml = openmm.XmlSerializer.serialize(
             context.getState(getPositions=True, getVelocities=True, getParameters=True))
-        _atomic_savez(
+        atomic_savez(
             samples_path,
             u_kln=np.array(u_rows, dtype=float).reshape(n_done, len(states)).T,
             dudl=np.array(d_rows, dtype=float).reshape(n_done, len(ti_parameters)),
@@ -317,7 +301,7 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
             state_xml=np.array(state_xml))
 
     def report(n_done: int) -> None:
-        _atomic_write_bytes(kdir / "progress.json",
+        atomic_write_bytes(kdir / "progress.json",
                             json.dumps({"done": n_done, "total": n_total}).encode())
 
     bar = (tqdm(total=n_total, initial=len(u_rows), desc=f"window {k}", leave=False)

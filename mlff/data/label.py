@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
+from mlff.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
@@ -165,10 +167,6 @@ def atomic_write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -244,7 +242,7 @@ def label_file(
                 "delete that folder to start over"
             )
     else:
-        _atomic_write_text(meta_path, json.dumps(identity, indent=1, sort_keys=True))
+        atomic_write_text(meta_path, json.dumps(identity, indent=1, sort_keys=True))
 
     starts = list(range(0, n, chunk_size))
     chunk_file: Dict[int, Path] = {s: partial / f"chunk_{s:08d}.extxyz" for s in starts}
@@ -271,7 +269,7 @@ def label_file(
                     frame.info["label_input_sha256"] = identity["input_sha256"]
                 atomic_write_extxyz(chunk_file[start], done)
                 # The .failed.json marker is written last: it is what marks a chunk complete.
-                _atomic_write_text(fail_file[start], json.dumps(failed))
+                atomic_write_text(fail_file[start], json.dumps(failed))
                 bar.update(min(chunk_size, n - start))
         finally:
             if pool is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mlff import graph as G
+from mlff.atomic import atomic_write_text
 from mlff.data.dataset import DataKeys, GraphDataset, random_split
 from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
@@ -39,10 +40,6 @@ from mlff.train.metrics import ErrorAccumulator
 CHECKPOINT = "checkpoint.pt"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -289,7 +286,7 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
             self.save_checkpoint()
-            _atomic_write_text(self.out / "metrics.jsonl",
+            atomic_write_text(self.out / "metrics.jsonl",
                                "".join(json.dumps(r) + "\n" for r in self.history))
             self.plot_learning_curve()
         summary: Dict[str, object] = {"epochs": self.epoch, "steps": self.step,

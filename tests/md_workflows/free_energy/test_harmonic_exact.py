@@ -97,7 +97,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     import md_workflows.free_energy.sampling as sampling
 
     calls = {"n": 0}
-    real = sampling._atomic_savez
+    real = sampling.atomic_savez
 
     def crash_after_third_save(path, **arrays):
         real(path, **arrays)
@@ -105,12 +105,12 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
         if calls["n"] == 3:  # saves at 0, 8, 16 samples
             raise KeyboardInterrupt("simulated kill")
 
-    sampling._atomic_savez = crash_after_third_save
+    sampling.atomic_savez = crash_after_third_save
     try:
         with pytest.raises(KeyboardInterrupt):
             run_window(part, 0)
     finally:
-        sampling._atomic_savez = real
+        sampling.atomic_savez = real
     assert json.loads((part / "window_000" / "progress.json").read_text())["done"] in (8, 16)
     assert int(np.load(part / "window_000" / "samples.npz")["done_samples"]) == 16
     run_window(part, 0)
