@@ -544,11 +544,16 @@ def _add_fe(sub: argparse._SubParsersAction) -> None:
         "parquet files and overlap / convergence / dU/dlambda PNGs. Every window checkpoints: "
         "rerun the same command after a kill to resume."))
     fesub = p.add_subparsers(dest="fe_command", metavar="FE_COMMAND")
-    h = fesub.add_parser("hydration", help="hydration free energy of a molecule given as SMILES",
+    h = fesub.add_parser("hydration", help="hydration free energy of a molecule (SMILES or file)",
                          description="Hydration free energy of one molecule (defaults: the "
                          "benchmarks/freesolv.py protocol; about 15-20 min on 2 cores).")
-    h.add_argument("--smiles", required=True, help='the molecule, e.g. "CCO"')
-    h.add_argument("--name", default=None, help="a label for the results (default: the SMILES)")
+    mol = h.add_mutually_exclusive_group(required=True)
+    mol.add_argument("--smiles", help='the molecule, e.g. "CCO" (a conformer is generated)')
+    mol.add_argument("--molecule", metavar="FILE",
+                     help="the molecule as a .mol, .sdf or .mol2 file with hydrogens and 3D "
+                     "coordinates; its conformer is used for the charges and as the start")
+    h.add_argument("--name", default=None,
+                   help="a label for the results (default: the SMILES or the file name)")
     _add_fe_common(h)
     h.set_defaults(func=_run_fe_hydration)
     r = fesub.add_parser("run", help="run a hydration calculation from a YAML config",
@@ -576,7 +581,8 @@ def _print_fe(result: Dict, out: str) -> int:
 def _run_fe_hydration(args: argparse.Namespace) -> int:
     from md_workflows.free_energy.hydration import HydrationConfig, run_hydration
 
-    cfg = HydrationConfig.from_dict({"smiles": args.smiles, **_fe_overrides(args)}, "the command line")
+    molecule = {"smiles": args.smiles} if args.smiles else {"molecule_file": args.molecule}
+    cfg = HydrationConfig.from_dict({**molecule, **_fe_overrides(args)}, "the command line")
     return _print_fe(run_hydration(cfg, args.out, progress=not args.no_progress), args.out)
 
 

@@ -51,8 +51,9 @@ class HydrationConfig:
     leg on the Reference platform (faster than CPU for a handful of atoms).
     """
 
-    smiles: str
+    smiles: str | None = None
     name: str | None = None
+    molecule_file: str | None = None
     forcefield: str = "gaff2"
     electrostatics_windows: tuple[float, ...] = LambdaSchedule().electrostatics
     sterics_windows: tuple[float, ...] = LambdaSchedule().sterics
@@ -76,6 +77,12 @@ class HydrationConfig:
     method: str = "independent"
 
     def __post_init__(self):
+        if (self.smiles is None) == (self.molecule_file is None):
+            raise ValueError("give the molecule as exactly one of smiles (e.g. smiles: CCO) and "
+                             "molecule_file (a .mol, .sdf or .mol2 with hydrogens and 3D "
+                             "coordinates, whose conformer is then used)")
+        if self.molecule_file is not None:  # absolute, so a resumed run finds the same file
+            object.__setattr__(self, "molecule_file", str(Path(self.molecule_file).expanduser().resolve()))
         object.__setattr__(self, "electrostatics_windows", tuple(float(x) for x in self.electrostatics_windows))
         object.__setattr__(self, "sterics_windows", tuple(float(x) for x in self.sterics_windows))
         self.schedule  # validates the windows
@@ -96,7 +103,7 @@ class HydrationConfig:
 
     @property
     def label(self) -> str:
-        return self.name or self.smiles
+        return self.name or self.smiles or Path(self.molecule_file).stem
 
     @property
     def kT_kcal_mol(self) -> float:
@@ -118,8 +125,9 @@ class HydrationConfig:
         unknown = sorted(set(values) - valid)
         if unknown:
             raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(valid)}")
-        if "smiles" not in values:
-            raise ValueError(f"{where} needs 'smiles' (the molecule, e.g. smiles: CCO)")
+        if "smiles" not in values and "molecule_file" not in values:
+            raise ValueError(f"{where} needs 'smiles' (the molecule, e.g. smiles: CCO) or "
+                             "'molecule_file' (a .mol/.sdf/.mol2 with hydrogens and 3D coordinates)")
         return cls(**values)
 
     @classmethod
@@ -152,7 +160,7 @@ def _prepare_systems(config: HydrationConfig, out: Path):
 
     params = parametrize_ligand(config.smiles, name=config.name, forcefield=config.forcefield,
                                 cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-                                seed=config.seed)
+                                seed=config.seed, molecule_file=config.molecule_file)
     lig_dir = out / "ligand"
     lig_dir.mkdir(parents=True, exist_ok=True)
     for f in sorted(Path(params.directory).iterdir()):
@@ -229,7 +237,10 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
         # compare as JSON (tuples were saved as lists); keys added to mlff since the run was
         # started count as their defaults; parallelism may change on resume
         new = json.loads(json.dumps(config.to_dict()))
-        defaults = json.loads(json.dumps(HydrationConfig(smiles=config.smiles).to_dict()))
+        defaults = json.loads(json.dumps(dataclasses.replace(config, **{
+            f.name: f.default for f in dataclasses.fields(config)
+            if f.default is not dataclasses.MISSING and f.name not in ("smiles", "molecule_file")
+        }).to_dict()))
         old = {**defaults, **json.loads(saved.read_text())}
         changed = sorted(k for k in new if old.get(k) != new[k])
         if changed:
@@ -238,7 +249,7 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                                  "use a new --out or the same settings to resume")
     atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
-    _, legs = _prepare_systems(config, out)
+    params, legs = _prepare_systems(config, out)
     results = {}
     for name in ("vacuum", "water"):
         system, pos, box, states = legs[name]
@@ -253,5 +264,8 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                               progress=progress, label=name)
         results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)
     result = combine(config, results["water"], results["vacuum"])
+    result["smiles"] = params.smiles  # canonical; also for molecule-file input
+    if config.molecule_file:
+        result["molecule_file"] = config.molecule_file
     atomic_write_text(out / "result.json", json.dumps(result, indent=1))
     return result

@@ -2,12 +2,14 @@
 
 Pipeline (:func:`parametrize_ligand`)
     SMILES -> RDKit (explicit hydrogens, ETKDG 3D with a fixed seed, MMFF optimisation, mol file;
-    net charge = sum of formal charges) -> ``antechamber`` (atom types, AM1-BCC charges from
+    net charge = sum of formal charges), or a molecule file (mol/sdf/mol2 with hydrogens and 3D
+    coordinates: that conformer is used as given) -> ``antechamber`` (atom types, AM1-BCC charges from
     ``sqm``; residue name ``MOL``) -> ``parmchk2`` (missing parameters, frcmod) -> ``tleap``
     (prmtop + inpcrd) -> parmed (an OpenMM ForceField XML with a residue template for ``MOL``).
 
 The result is cached on disk (see :func:`default_cache_dir`), keyed by the sha256 of the
-canonical SMILES, force field, charge method, conformer seed and :data:`FORMAT_VERSION`; a cache
+canonical SMILES, force field, charge method, conformer (seed, or the file's coordinates) and
+:data:`FORMAT_VERSION`; a cache
 hit runs no AmberTools at all. Entries are built in a temporary folder next to the cache and
 renamed into place, so an interrupted run never leaves a half-written entry.
 
@@ -133,13 +135,18 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "mlff" / "ligands"
 
 
-def cache_key(canonical_smiles: str, forcefield: str, charge_method: str, seed: int) -> str:
-    """sha256 hex digest of everything that determines a cache entry's contents."""
-    payload = json.dumps(
-        {"smiles": canonical_smiles, "forcefield": forcefield, "charge_method": charge_method,
-         "seed": seed, "format_version": FORMAT_VERSION},
-        sort_keys=True,
-    )
+def cache_key(canonical_smiles: str, forcefield: str, charge_method: str, seed: int,
+              conformer: Optional[str] = None) -> str:
+    """sha256 hex digest of everything that determines a cache entry's contents.
+
+    ``conformer``: a digest of user-given coordinates (molecule-file input); None when the
+    conformer is generated from ``seed``.
+    """
+    fields = {"smiles": canonical_smiles, "forcefield": forcefield,
+              "charge_method": charge_method, "seed": seed, "format_version": FORMAT_VERSION}
+    if conformer is not None:
+        fields["conformer"] = conformer
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -251,25 +258,134 @@ def _molecule_from_smiles(smiles: str):
         )
     if mol.GetNumAtoms() == 0:
         raise ValueError(f"invalid SMILES {smiles!r}: it has no atoms")
+    _check_chemistry(mol, f"SMILES {smiles!r}")
+    return mol
+
+
+def _check_chemistry(mol, what: str) -> None:
+    """One connected, closed-shell molecule of GAFF elements, or a ValueError naming ``what``."""
+    from rdkit import Chem
+
     n_frag = len(Chem.GetMolFrags(mol))
     if n_frag != 1:
         raise ValueError(
-            f"SMILES {smiles!r} has {n_frag} disconnected fragments; parametrize one molecule "
+            f"{what} has {n_frag} disconnected fragments; parametrize one molecule "
             f"at a time (counterions are added by solvated_system)"
         )
     bad = sorted({a.GetSymbol() for a in mol.GetAtoms()} - set(GAFF_ELEMENTS))
     if bad:
         raise ValueError(
-            f"SMILES {smiles!r} contains element(s) {', '.join(bad)} that GAFF has no atom types "
+            f"{what} contains element(s) {', '.join(bad)} that GAFF has no atom types "
             f"for; supported elements: {', '.join(GAFF_ELEMENTS)}"
         )
     radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
     if radicals:
         raise ValueError(
-            f"SMILES {smiles!r} has {radicals} unpaired electron(s); AM1-BCC needs a closed-shell "
+            f"{what} has {radicals} unpaired electron(s); AM1-BCC needs a closed-shell "
             f"molecule: add the missing hydrogens or formal charges"
         )
+
+
+#: Molecule-file suffixes RDKit reads with their coordinates and explicit hydrogens.
+MOLECULE_FILE_SUFFIXES = (".mol", ".sdf", ".mol2")
+
+
+def _molecule_from_file(path: Path):
+    """RDKit molecule with explicit hydrogens and one 3D conformer, read from ``path``.
+
+    The conformer is used as given (charges are computed on it and the simulations start from
+    it), which is how to pick one, e.g. the anti or syn carboxylic acid. Raises ValueError for a
+    missing or unreadable file, an unknown suffix, 2D coordinates or missing hydrogens.
+    """
+    from rdkit import Chem, rdBase
+
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in MOLECULE_FILE_SUFFIXES:
+        raise ValueError(f"molecule file {path} has suffix {path.suffix!r}; give one of "
+                         f"{', '.join(MOLECULE_FILE_SUFFIXES)} (or a SMILES instead)")
+    if not path.is_file():
+        raise ValueError(f"molecule file {path} does not exist")
+    with rdBase.BlockLogs():
+        if suffix == ".mol2":
+            mol = Chem.MolFromMol2File(str(path), removeHs=False)
+        else:
+            supplier = Chem.SDMolSupplier(str(path), removeHs=False)
+            mol = next(iter(supplier), None) if len(supplier) else None
+    if mol is None:
+        raise ValueError(f"RDKit could not read a molecule from {path}: check the file format "
+                         "(bond orders, valences, charges)")
+    what = f"molecule file {path}"
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        raise ValueError(f"{what} has no 3D coordinates; give a 3D conformer (or a SMILES, "
+                         "from which one is generated)")
+    xyz = mol.GetConformer().GetPositions()
+    if np.ptp(xyz, axis=0).max() == 0.0 and mol.GetNumAtoms() > 1:
+        raise ValueError(f"{what} has all atoms at one point; give real 3D coordinates")
+    missing = sum(a.GetNumImplicitHs() for a in mol.GetAtoms())
+    if missing:
+        raise ValueError(f"{what} lacks {missing} hydrogen atom(s); write the file with "
+                         "explicit hydrogens at their 3D positions (e.g. RDKit Chem.AddHs("
+                         "mol, addCoords=True)) or give a SMILES")
+    _check_chemistry(mol, what)
     return mol
+
+
+def write_conformer_file(smiles: str, path: str | Path,
+                         dihedrals: Optional[Dict[str, float]] = None, seed: int = 0) -> Path:
+    """Write a 3D conformer of ``smiles`` (with hydrogens) as an MDL mol file for
+    ``parametrize_ligand(molecule_file=...)``.
+
+    ``dihedrals`` maps a SMARTS with four mapped atoms (``[O:1]=[C:2]-[O:3]-[H:4]``) to the
+    angle (degrees) that every match is set to and held at during the MMFF94 optimisation,
+    e.g. ``{"[O:1]=[C:2]-[O:3]-[H:4]": 180.0}`` for an anti carboxylic acid. ETKDGv3 with
+    ``seed`` gives the rest. Raises ValueError when a SMARTS is invalid, has not four mapped
+    atoms or matches nothing.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    from rdkit.Chem import rdMolTransforms
+
+    mol = Chem.AddHs(_molecule_from_smiles(smiles))
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) < 0:
+        raise ValueError(f"RDKit could not embed {smiles!r} with seed {seed}; try another seed")
+    torsions = []
+    for smarts, angle in (dihedrals or {}).items():
+        query = Chem.MolFromSmarts(smarts)
+        if query is None:
+            raise ValueError(f"invalid SMARTS {smarts!r} in dihedrals")
+        order = sorted((a.GetAtomMapNum(), a.GetIdx()) for a in query.GetAtoms() if a.GetAtomMapNum())
+        if [m for m, _ in order] != [1, 2, 3, 4]:
+            raise ValueError(f"dihedral SMARTS {smarts!r} must map atoms 1 to 4, e.g. "
+                             "'[O:1]=[C:2]-[O:3]-[H:4]'")
+        matches = mol.GetSubstructMatches(query, uniquify=False)
+        if not matches:
+            raise ValueError(f"dihedral SMARTS {smarts!r} matches nothing in {smiles!r}")
+        for match in matches:
+            atoms = tuple(match[i] for _, i in order)
+            rdMolTransforms.SetDihedralDeg(mol.GetConformer(), *atoms, float(angle))
+            torsions.append((atoms, float(angle)))
+    props = AllChem.MMFFGetMoleculeProperties(mol)
+    if props is None:
+        raise ValueError(f"MMFF94 has no parameters for {smiles!r}; give a molecule file instead")
+    ff = AllChem.MMFFGetMoleculeForceField(mol, props)
+    for atoms, angle in torsions:
+        ff.MMFFAddTorsionConstraint(*atoms, False, angle, angle, 1.0e4)
+    ff.Minimize(maxIts=5000)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Chem.MolToMolFile(mol, str(path))
+    return path
+
+
+def _conformer_digest(mol) -> str:
+    """sha256 of the element sequence and coordinates (1e-4 Angstrom) of ``mol``."""
+    xyz = np.round(mol.GetConformer().GetPositions(), 4) + 0.0  # + 0.0: no negative zeros
+    payload = json.dumps({"elements": [a.GetSymbol() for a in mol.GetAtoms()],
+                          "xyz": xyz.tolist()})
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _write_3d_molfile(mol, path: Path, seed: int) -> None:
@@ -411,12 +527,21 @@ def _check_ffxml_matches_prmtop(prmtop: Path, inpcrd: Path, ffxml: Path) -> None
 
 
 def _build_entry(mol, canonical: str, forcefield: str, charge_method: str, seed: int,
-                 net_charge: int, staging: Path) -> None:
-    """Run the pipeline in a scratch folder and copy the products into ``staging``."""
+                 net_charge: int, staging: Path, conformer: Optional[str] = None) -> None:
+    """Run the pipeline in a scratch folder and copy the products into ``staging``.
+
+    ``conformer`` None: ``mol`` has no hydrogens and a conformer is generated from ``seed``;
+    else ``mol`` is a molecule file's (hydrogens, 3D) and ``conformer`` its digest.
+    """
+    from rdkit import Chem
+
     atom_type, leaprc = FORCEFIELDS[forcefield]
     with tempfile.TemporaryDirectory(prefix="mlff-ligand-") as tmp:
         work = Path(tmp)
-        _write_3d_molfile(mol, work / _MOL, seed)
+        if conformer is None:
+            _write_3d_molfile(mol, work / _MOL, seed)
+        else:
+            Chem.MolToMolFile(mol, str(work / _MOL))
         _run_tool("antechamber", [
             "-i", _MOL, "-fi", "mdl", "-o", _MOL2, "-fo", "mol2", "-c", charge_method,
             "-at", atom_type, "-rn", RESIDUE_NAME, "-nc", str(net_charge), "-pf", "y",
@@ -443,8 +568,9 @@ def _build_entry(mol, canonical: str, forcefield: str, charge_method: str, seed:
             tools[t] = None
     meta = {
         "format_version": FORMAT_VERSION, "smiles": canonical, "forcefield": forcefield,
-        "charge_method": charge_method, "seed": seed, "net_charge": net_charge,
-        "residue_name": RESIDUE_NAME, "tools": tools,
+        "charge_method": charge_method, "seed": None if conformer else seed,
+        "conformer": conformer or f"RDKit ETKDGv3 seed {seed} + MMFF94",
+        "net_charge": net_charge, "residue_name": RESIDUE_NAME, "tools": tools,
         "versions": {"openmm": openmm.__version__, **_versions()},
     }
     # Written last: an entry without metadata.json is never used.
@@ -464,16 +590,23 @@ def _validate_choice(value: str, valid: Dict[str, object], what: str) -> str:
     return value.lower()
 
 
-def parametrize_ligand(smiles: str, name: Optional[str] = None, forcefield: str = "gaff2",
-                       charge_method: str = "bcc", cache_dir: Optional[Path] = None,
-                       seed: int = 0) -> LigandParameters:
-    """GAFF2/GAFF parameters with AM1-BCC charges for one molecule given as SMILES (cached).
+def parametrize_ligand(smiles: Optional[str] = None, name: Optional[str] = None,
+                       forcefield: str = "gaff2", charge_method: str = "bcc",
+                       cache_dir: Optional[Path] = None, seed: int = 0,
+                       molecule_file: Optional[str | Path] = None) -> LigandParameters:
+    """GAFF2/GAFF parameters with AM1-BCC charges for one molecule (cached).
+
+    Give exactly one of ``smiles`` and ``molecule_file``.
 
     Parameters
     ----------
     smiles
         One connected, closed-shell molecule; hydrogens are added. The net charge is the sum
         of the formal charges, e.g. ``CC(=O)[O-]`` is -1.
+    molecule_file
+        A .mol, .sdf (first record) or .mol2 file with explicit hydrogens and 3D coordinates.
+        Its conformer is used as given, for the charges and as the start of the simulations;
+        the atom order is kept. ``seed`` is then unused.
     name
         A label for people, stored in the result (default: the canonical SMILES). It is not
         part of the cache key.
@@ -494,8 +627,8 @@ def parametrize_ligand(smiles: str, name: Optional[str] = None, forcefield: str 
     Raises
     ------
     ValueError
-        Invalid SMILES, unsupported elements, radicals, several fragments, unknown force field
-        or charge method, bad seed.
+        Invalid SMILES or molecule file, both or neither given, unsupported elements,
+        radicals, several fragments, unknown force field or charge method, bad seed.
     AmberToolsError
         AmberTools missing or failing (the message quotes the program's output).
     """
@@ -505,13 +638,22 @@ def parametrize_ligand(smiles: str, name: Optional[str] = None, forcefield: str 
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     from rdkit import Chem
 
-    mol = _molecule_from_smiles(smiles)
-    canonical = Chem.MolToSmiles(mol)
+    if (smiles is None) == (molecule_file is None):
+        raise ValueError("give exactly one of smiles (e.g. 'CCO') and molecule_file (a .mol, "
+                         ".sdf or .mol2 with hydrogens and 3D coordinates)")
+    if molecule_file is not None:
+        mol = _molecule_from_file(Path(molecule_file))
+        conformer: Optional[str] = _conformer_digest(mol)
+        canonical = Chem.MolToSmiles(Chem.RemoveHs(mol))
+    else:
+        mol = _molecule_from_smiles(smiles)
+        conformer = None
+        canonical = Chem.MolToSmiles(mol)
     net_charge = Chem.GetFormalCharge(mol)
     label = canonical if name is None else str(name)
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = cache_key(canonical, forcefield, charge_method, seed)
+    key = cache_key(canonical, forcefield, charge_method, seed, conformer)
     entry = root / key[:32]
     if _entry_is_complete(entry):
         return _params_from_entry(entry, label)
@@ -519,7 +661,8 @@ def parametrize_ligand(smiles: str, name: Optional[str] = None, forcefield: str 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:32]}.tmp-", dir=root))
     try:
-        _build_entry(mol, canonical, forcefield, charge_method, seed, net_charge, staging)
+        _build_entry(mol, canonical, forcefield, charge_method, seed, net_charge, staging,
+                     conformer)
         if _entry_is_complete(entry):  # another process finished it meanwhile: use theirs
             return _params_from_entry(entry, label)
         if entry.exists():  # an incomplete or outdated entry: move it aside, then replace

@@ -51,6 +51,14 @@ def test_schedule_and_validation():
         HydrationConfig.from_dict({"smiles": "C", "windows": 3})
     with pytest.raises(ValueError, match="too small"):
         HydrationConfig(smiles="C", box_edge_nm=1.5)
+    with pytest.raises(ValueError, match="exactly one of smiles"):
+        HydrationConfig()
+    with pytest.raises(ValueError, match="exactly one of smiles"):
+        HydrationConfig(smiles="C", molecule_file="c.mol")
+    with pytest.raises(ValueError, match="needs 'smiles'.*or 'molecule_file'"):
+        HydrationConfig.from_dict({"name": "x"})
+    from_file = HydrationConfig(molecule_file="data/anti.mol")
+    assert Path(from_file.molecule_file).is_absolute() and from_file.label == "anti"
 
 
 def test_alchemical_end_states(ethanol_water):
@@ -117,15 +125,21 @@ def test_hydration_smoke_run_resume_and_alchemlyb(tmp_path):
         run_hydration(HydrationConfig(**{**cfg.to_dict(), "production_ps": 4.0}), out, progress=False)
 
 
-def test_cli_help_and_errors(capsys):
+def test_cli_help_and_errors(capsys, tmp_path):
     from md_workflows.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["fe", "hydration", "--help"])
     assert e.value.code == 0
-    assert "--smiles" in capsys.readouterr().out
+    assert "--molecule FILE" in capsys.readouterr().out
     assert main(["fe", "hydration", "--smiles", "CCO", "--box-edge-nm", "1.0", "--out", "/tmp/x"]) == 2
     assert "too small" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # one molecule: --smiles or --molecule, not both
+        main(["fe", "hydration", "--smiles", "CCO", "--molecule", "x.mol", "--out", "/tmp/x"])
+    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert main(["fe", "hydration", "--molecule", str(tmp_path / "none.sdf"), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "none.sdf does not exist" in capsys.readouterr().err
 
 
 def test_windows_run_on_a_dask_cluster(tmp_path):

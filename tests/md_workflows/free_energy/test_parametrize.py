@@ -265,3 +265,67 @@ def test_solvated_box_must_hold_the_cutoff():
     dummy = LigandParameters("x", "C", "gaff2", "bcc", 0, "MOL", *(["/nonexistent"] * 4))
     with pytest.raises(ValueError, match="twice nonbonded_cutoff_nm"):
         solvated_system(dummy, box_edge_nm=1.5, nonbonded_cutoff_nm=0.9)
+
+
+ANTI = {"[O:1]=[C:2]-[O:3]-[H:4]": 180.0}
+SYN = {"[O:1]=[C:2]-[O:3]-[H:4]": 0.0}
+
+
+def acid_dihedral(positions) -> float:
+    """O=C-O-H of acetic acid in antechamber's atom order (C1 C2 O1 O2 H1 H2 H3 H4), degrees."""
+    p = np.asarray(positions)[[2, 1, 3, 7]]
+    b0, b1, b2 = p[0] - p[1], p[2] - p[1], p[3] - p[2]
+    b1 = b1 / np.linalg.norm(b1)
+    v, w = b0 - b0.dot(b1) * b1, b2 - b2.dot(b1) * b1
+    return math.degrees(math.atan2(np.cross(b1, v).dot(w), v.dot(w)))
+
+
+@needs_ambertools
+def test_molecule_file_keeps_its_conformer_and_gets_its_own_charges(cache, tmp_path):
+    """Anti and syn acetic acid from files: the conformer reaches the OpenMM positions, each
+    has its own cache entry, and the AM1-BCC charges differ (the carbonyl O by about 0.07 e)."""
+    anti = parametrize_ligand(molecule_file=fe_param.write_conformer_file(
+        "CC(=O)O", tmp_path / "anti.mol", ANTI), cache_dir=cache)
+    syn = parametrize_ligand(molecule_file=fe_param.write_conformer_file(
+        "CC(=O)O", tmp_path / "syn.mol", SYN), cache_dir=cache)
+    assert anti.smiles == syn.smiles == "CC(=O)O"
+    assert anti.directory != syn.directory
+    _, _, pos_anti = vacuum_system(anti)
+    _, _, pos_syn = vacuum_system(syn)
+    assert abs(acid_dihedral(pos_anti.value_in_unit(unit.nanometer))) == pytest.approx(180.0, abs=1.0)
+    assert acid_dihedral(pos_syn.value_in_unit(unit.nanometer)) == pytest.approx(0.0, abs=1.0)
+    q_anti = dict((n, q) for n, _, q in mol2_atoms(anti.mol2))
+    q_syn = dict((n, q) for n, _, q in mol2_atoms(syn.mol2))
+    assert sum(q_anti.values()) == pytest.approx(0.0, abs=1e-4)
+    assert q_anti["O1"] - q_syn["O1"] > 0.03  # the anti carbonyl O is less negative
+    # the same file again is a cache hit
+    again = parametrize_ligand(molecule_file=tmp_path / "anti.mol", cache_dir=cache)
+    assert again.directory == anti.directory
+
+
+def test_molecule_file_errors(tmp_path):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with pytest.raises(ValueError, match="exactly one of smiles"):
+        parametrize_ligand(cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="exactly one of smiles"):
+        parametrize_ligand("CCO", molecule_file=tmp_path / "x.mol", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"suffix '\.pdb'"):
+        parametrize_ligand(molecule_file=tmp_path / "x.pdb", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        parametrize_ligand(molecule_file=tmp_path / "missing.sdf", cache_dir=tmp_path)
+    flat = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.Compute2DCoords(flat)
+    Chem.MolToMolFile(flat, str(tmp_path / "flat.mol"))
+    with pytest.raises(ValueError, match="no 3D coordinates"):
+        parametrize_ligand(molecule_file=tmp_path / "flat.mol", cache_dir=tmp_path)
+    noh = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(noh, randomSeed=1)
+    Chem.MolToMolFile(Chem.RemoveHs(noh), str(tmp_path / "noh.mol"))
+    with pytest.raises(ValueError, match="lacks 6 hydrogen"):
+        parametrize_ligand(molecule_file=tmp_path / "noh.mol", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="matches nothing"):
+        fe_param.write_conformer_file("CCO", tmp_path / "a.mol", ANTI)
+    with pytest.raises(ValueError, match="must map atoms 1 to 4"):
+        fe_param.write_conformer_file("CC(=O)O", tmp_path / "a.mol", {"[O:1]=[C:2]-[O:3]": 0.0})
