@@ -207,13 +207,18 @@ class InteractionBlock(nn.Module):
         m, n = node_feats.shape[0], node_feats.shape[1]
         n_edges = sender.shape[0]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
-        weights = self.radial(edge_radial).reshape(m * n_edges, self.tp_weight_numel)  # [M*E, W]
-        x_edges = x.index_select(1, sender).reshape(m * n_edges, x.shape[2])  # [M*E, F]
-        messages = self.conv_tp(x_edges, edge_attrs, weights).view(m, n_edges, self.tp_out_dim)  # [M, E, mid]
-        summed = torch.zeros(
-            m, n, messages.shape[2], dtype=messages.dtype, device=messages.device
-        ).index_add_(1, receiver, messages)
-        a = self.linear(summed * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
+        weights = self.radial(edge_radial).unbind(0)  # M x [E, W]
+        # One member at a time on the edges, so every per-edge tensor is the size of a single
+        # model's ([E, W], [E, mid]; an ensemble's [M, E, mid] is over 100 MB on a 192-water box),
+        # with the node gathers and scatters along dim 0.
+        summed: List[Tensor] = []
+        for k in range(m):
+            x_edges = x[k].index_select(0, sender)  # [E, F]
+            attrs = edge_attrs.narrow(0, k * n_edges, n_edges)  # [E, (max_ell+1)^2]
+            messages = self.conv_tp(x_edges, attrs, weights[k])  # [E, mid]
+            summed.append(torch.zeros(n, self.tp_out_dim, dtype=messages.dtype,
+                                      device=messages.device).index_add_(0, receiver, messages))
+        a = self.linear(torch.stack(summed) * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
         for mix in self.mixing:
             a = mix(a, species_onehot)
         # per member [C x 1 | C x 3 | C x 5 | ...] -> [M, N, C, D] -> [N, M * C, D]
