@@ -42,13 +42,15 @@ MOLECULES = {  # name -> FreeSolv id
     "acetone": "mobley_3867265",
 }
 PEER = "FreeSolv 0.52 calc (GAFF/AM1-BCC/TIP3P)"
-#: Conformers pinned to FreeSolv's: AM1-BCC charges depend on the conformer they are computed
-#: on, and in GAFF a carboxylic acid does not flip syn <-> anti within the sampling. FreeSolv's
-#: acetic acid (mol2files_gaff/mobley_3034976.mol2) is anti, O=C-O-H 180 deg, with its charges
-#: from that conformer; an ETKDG/MMFF conformer is syn (0 deg). Neither flips within our
-#: sampling, in either leg: syn gives -4.64, anti -10.08, FreeSolv -7.28 lies between (see
-#: benchmarks/README.md). name -> {dihedral SMARTS: degrees}.
-CONFORMERS = {"acetic_acid": {"[O:1]=[C:2]-[O:3]-[H:4]": 180.0}}
+#: Molecules with conformers that do not interconvert within the sampling. FreeSolv's acetic
+#: acid (mol2files_gaff/mobley_3034976.mol2) is the anti carboxylic acid, O=C-O-H 180 deg, with
+#: AM1-BCC charges computed on it; RDKit's conformer from the SMILES is syn (0 deg). Neither
+#: flips within our sampling, in either leg, so each start gives a trapped value. The record
+#: is the conformer mixture: charges from ``charges_from`` (FreeSolv's choice), one alchemical
+#: calculation started in each conformer, the gas-phase free energy between the basins by
+#: umbrella sampling along the dihedral, combined by md_workflows.free_energy.torsion.mix_conformers.
+CONFORMERS = {"acetic_acid": {"dihedral": "[O:1]=[C:2]-[O:3]-[H:4]",
+                              "conformers": {"anti": 180.0, "syn": 0.0}, "charges_from": "anti"}}
 
 
 def summary(records: list[dict]) -> dict:
@@ -132,20 +134,24 @@ def main(argv=None) -> int:
         entry = db[MOLECULES[mol]]
         out_dir = Path(args.out) / args.forcefield / mol
         if mol in CONFORMERS:
+            spec = CONFORMERS[mol]
+            angle = spec["conformers"][spec["charges_from"]]
             molecule = {"molecule_file": str(write_conformer_file(
-                entry["smiles"], Path(args.out) / "conformers" / f"{mol}.mol", CONFORMERS[mol]))}
+                entry["smiles"], Path(args.out) / "conformers" / f"{mol}.mol",
+                {spec["dihedral"]: angle}))}
         else:
             molecule = {"smiles": entry["smiles"]}
         cfg = HydrationConfig(**molecule, name=mol, forcefield=args.forcefield,
                               workers=args.workers, threads=args.threads,
                               production_ps=args.production_ps, equilibration_ps=args.equilibration_ps)
-        if mol in old and (out_dir / "result.json").exists():
+        if mol in old and (out_dir / "result.json").exists() and mol not in CONFORMERS:
             print(f"{mol}: done before ({old[mol]['ours']:.2f} kcal/mol)", flush=True)
             continue
         t0 = time.time()
         res = run_hydration(cfg, out_dir, progress=False)
         wall = time.time() - t0
         water = res["legs"]["water"]
+        kept = {k: v for k, v in old.get(mol, {}).items() if k.startswith("other_conformer")}
         old[mol] = record(
             "freesolv", mol, None, "dG_hyd_kcal_per_mol", res["dG_hyd"], PEER, entry["calc"],
             dtype="mixed", threads=args.threads, vers=vers, lower_is_better=True,
@@ -160,6 +166,11 @@ def main(argv=None) -> int:
             wall_s=wall,  # this invocation (a resumed molecule counts only its last part)
             protocol=f"{len(water['states'])} water windows, {args.equilibration_ps}+{args.production_ps} ps each, 4 fs HMR, MBAR")
         old[mol].pop("speedup", None)
+        old[mol].update(kept)  # e.g. acetic acid's syn run with syn charges (see README)
+        if mol in CONFORMERS:
+            mixed = conformer_mixture(mol, cfg, res, out_dir)
+            old[mol].update(mixed, ours=mixed["mixture"]["value"], ours_err=mixed["mixture"]["error"])
+            res = {**res, "dG_hyd": old[mol]["ours"], "dG_hyd_err": old[mol]["ours_err"]}
         print(f"{mol}: {res['dG_hyd']:.2f} +/- {res['dG_hyd_err']:.2f} (FreeSolv calc {entry['calc']}, "
               f"expt {entry['expt']}) in {wall:.0f} s", flush=True)
         records = [old[m] for m in MOLECULES if m in old]
@@ -170,6 +181,51 @@ def main(argv=None) -> int:
         write_summary(records, name, args.forcefield)
         print(json.dumps(summary(records), indent=1))
     return 0
+
+
+def conformer_mixture(mol: str, cfg, res: dict, out_dir: Path) -> dict:
+    """Trapped hydration free energies from each conformer's start (same charges), the
+    gas-phase basin free energies, and their mixture (see CONFORMERS). Resumable: every run
+    resumes, the umbrella result is kept in OUT/<mol>_gas_torsion.json."""
+    import dataclasses
+
+    from md_workflows.free_energy.hydration import run_hydration
+    from md_workflows.free_energy.parametrize import (dihedral_matches, ligand_rdkit_molecule,
+                                                      parametrize_ligand, vacuum_system)
+    from md_workflows.free_energy.torsion import mix_conformers, torsion_basin_free_energies
+
+    spec = CONFORMERS[mol]
+    trapped = {spec["charges_from"]: (res["dG_hyd"], res["dG_hyd_err"])}
+    for name, angle in spec["conformers"].items():
+        if name == spec["charges_from"]:
+            continue
+        other = run_hydration(dataclasses.replace(cfg, start_dihedrals={spec["dihedral"]: angle}),
+                              out_dir.parent / f"{mol}_{name}_start", progress=False)
+        trapped[name] = (other["dG_hyd"], other["dG_hyd_err"])
+    gas_file = out_dir.parent / f"{mol}_gas_torsion.json"
+    if gas_file.exists():
+        gas = json.loads(gas_file.read_text())
+    else:
+        params = parametrize_ligand(forcefield=cfg.forcefield, molecule_file=cfg.molecule_file)
+        atoms = dihedral_matches(ligand_rdkit_molecule(params), spec["dihedral"])[0]
+        _, system, pos = vacuum_system(params)
+        half = 180.0 / len(spec["conformers"])
+        tor = torsion_basin_free_energies(
+            system, pos, atoms, {n: (a, half) for n, a in spec["conformers"].items()},
+            temperature_K=cfg.temperature_K, samples_per_window=1000, seed=cfg.seed)
+        gas = {"free_energy": tor.basin_free_energy_kcal_mol, "error": tor.basin_error_kcal_mol,
+               "pmf_angle_deg": tor.pmf_angle_deg.tolist(), "pmf_kcal_mol": tor.pmf_kcal_mol.tolist(),
+               "protocol": "24 umbrella windows (150 kJ/mol/rad^2), 2 ps + 1000 samples x 20 fs "
+                           "each, Langevin 1 fs, Reference platform, MBAR; bootstrap errors"}
+        gas_file.write_text(json.dumps(gas, indent=1))
+    value, error = mix_conformers({n: v for n, (v, _) in trapped.items()}, gas["free_energy"],
+                                  cfg.temperature_K, {n: e for n, (_, e) in trapped.items()},
+                                  gas["error"])
+    return {"mixture": {"value": value, "error": error},
+            "trapped_kcal_mol": {n: {"value": v, "error": e} for n, (v, e) in trapped.items()},
+            "gas_basin_free_energy_kcal_mol": gas["free_energy"],
+            "gas_basin_error_kcal_mol": gas["error"],
+            "charges_from_conformer": spec["charges_from"]}
 
 
 def markdown_table(records: list[dict]) -> str:

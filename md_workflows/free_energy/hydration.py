@@ -54,6 +54,7 @@ class HydrationConfig:
     smiles: str | None = None
     name: str | None = None
     molecule_file: str | None = None
+    start_dihedrals: dict[str, float] | None = None
     forcefield: str = "gaff2"
     electrostatics_windows: tuple[float, ...] = LambdaSchedule().electrostatics
     sterics_windows: tuple[float, ...] = LambdaSchedule().sterics
@@ -156,7 +157,8 @@ def _prepare_systems(config: HydrationConfig, out: Path):
     """Parameterise the solute; build both legs' alchemical systems. Returns legs dict."""
     from openmm import unit
 
-    from .parametrize import ligand_atom_indices, parametrize_ligand, solvated_system, vacuum_system
+    from .parametrize import (ligand_atom_indices, parametrize_ligand, set_dihedrals,
+                              solvated_system, vacuum_system)
 
     params = parametrize_ligand(config.smiles, name=config.name, forcefield=config.forcefield,
                                 cache_dir=Path(config.cache_dir) if config.cache_dir else None,
@@ -173,8 +175,13 @@ def _prepare_systems(config: HydrationConfig, out: Path):
     solute = ligand_atom_indices(top)
     box = np.array([[v.x, v.y, v.z] for v in
                     (vec.value_in_unit(unit.nanometer) for vec in top.getPeriodicBoxVectors())])
-    legs["water"] = (alchemical_system(system, solute), pos, box, config.schedule.states(True))
     top_v, system_v, pos_v = vacuum_system(params, hydrogen_mass_amu=config.hydrogen_mass_amu)
+    if config.start_dihedrals:  # start both legs from another conformer than the charges'
+        pos = np.array(pos.value_in_unit(unit.nanometer))
+        pos[solute] = set_dihedrals(params, pos[solute], config.start_dihedrals)
+        pos_v = set_dihedrals(params, np.array(pos_v.value_in_unit(unit.nanometer)),
+                              config.start_dihedrals)
+    legs["water"] = (alchemical_system(system, solute), pos, box, config.schedule.states(True))
     legs["vacuum"] = (alchemical_system(system_v, ligand_atom_indices(top_v)), pos_v, None,
                       config.schedule.states(False))
     return params, legs

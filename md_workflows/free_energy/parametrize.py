@@ -331,6 +331,61 @@ def _molecule_from_file(path: Path):
     return mol
 
 
+def dihedral_matches(mol, smarts: str) -> List[Tuple[int, int, int, int]]:
+    """Atom-index quadruples of ``mol`` matched by a SMARTS with atoms mapped 1 to 4
+    (``[O:1]=[C:2]-[O:3]-[H:4]``), in map order. Raises ValueError for an invalid SMARTS, one
+    without four mapped atoms, or no match."""
+    from rdkit import Chem
+
+    query = Chem.MolFromSmarts(smarts)
+    if query is None:
+        raise ValueError(f"invalid SMARTS {smarts!r} in dihedrals")
+    order = sorted((a.GetAtomMapNum(), a.GetIdx()) for a in query.GetAtoms() if a.GetAtomMapNum())
+    if [m for m, _ in order] != [1, 2, 3, 4]:
+        raise ValueError(f"dihedral SMARTS {smarts!r} must map atoms 1 to 4, e.g. "
+                         "'[O:1]=[C:2]-[O:3]-[H:4]'")
+    matches = mol.GetSubstructMatches(query, uniquify=False)
+    if not matches:
+        raise ValueError(f"dihedral SMARTS {smarts!r} matches nothing in "
+                         f"{Chem.MolToSmiles(Chem.RemoveHs(mol))!r}")
+    return [tuple(match[i] for _, i in order) for match in matches]
+
+
+def ligand_rdkit_molecule(params: LigandParameters):
+    """The RDKit molecule (hydrogens, 3D) that the parameters were built from; its atom order
+    is the order of the ligand's atoms in the prmtop, the ffxml template and every system."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromMolFile(str(params.directory / _MOL), removeHs=False)
+    if mol is None:
+        raise ValueError(f"RDKit cannot read {params.directory / _MOL}; rebuild the cache entry")
+    return mol
+
+
+def set_dihedrals(params: LigandParameters, positions_nm, dihedrals: Dict[str, float]) -> np.ndarray:
+    """Ligand positions with the torsions matched by each SMARTS set to the given degrees.
+
+    ``positions_nm``: ``[n_ligand_atoms, 3]`` in the parameters' atom order. The side of the
+    bond that holds atom 4 is rotated rigidly (RDKit SetDihedralDeg); nothing is minimised, so a
+    start conformer can differ from the one the charges were computed on (e.g. syn acetic acid
+    with anti charges). Returns a new ``[n, 3]`` array (nm).
+    """
+    from rdkit.Chem import rdMolTransforms
+    from rdkit.Geometry import Point3D
+
+    mol = ligand_rdkit_molecule(params)
+    pos = np.array(positions_nm, dtype=float)
+    if pos.shape != (mol.GetNumAtoms(), 3):
+        raise ValueError(f"positions have shape {pos.shape}; the ligand has {mol.GetNumAtoms()} atoms")
+    conf = mol.GetConformer()
+    for i, xyz in enumerate(pos * 10.0):
+        conf.SetAtomPosition(i, Point3D(*xyz))
+    for smarts, angle in dihedrals.items():
+        for atoms in dihedral_matches(mol, smarts):
+            rdMolTransforms.SetDihedralDeg(conf, *atoms, float(angle))
+    return conf.GetPositions() / 10.0
+
+
 def write_conformer_file(smiles: str, path: str | Path,
                          dihedrals: Optional[Dict[str, float]] = None, seed: int = 0) -> Path:
     """Write a 3D conformer of ``smiles`` (with hydrogens) as an MDL mol file for
@@ -353,18 +408,7 @@ def write_conformer_file(smiles: str, path: str | Path,
         raise ValueError(f"RDKit could not embed {smiles!r} with seed {seed}; try another seed")
     torsions = []
     for smarts, angle in (dihedrals or {}).items():
-        query = Chem.MolFromSmarts(smarts)
-        if query is None:
-            raise ValueError(f"invalid SMARTS {smarts!r} in dihedrals")
-        order = sorted((a.GetAtomMapNum(), a.GetIdx()) for a in query.GetAtoms() if a.GetAtomMapNum())
-        if [m for m, _ in order] != [1, 2, 3, 4]:
-            raise ValueError(f"dihedral SMARTS {smarts!r} must map atoms 1 to 4, e.g. "
-                             "'[O:1]=[C:2]-[O:3]-[H:4]'")
-        matches = mol.GetSubstructMatches(query, uniquify=False)
-        if not matches:
-            raise ValueError(f"dihedral SMARTS {smarts!r} matches nothing in {smiles!r}")
-        for match in matches:
-            atoms = tuple(match[i] for _, i in order)
+        for atoms in dihedral_matches(mol, smarts):
             rdMolTransforms.SetDihedralDeg(mol.GetConformer(), *atoms, float(angle))
             torsions.append((atoms, float(angle)))
     props = AllChem.MMFFGetMoleculeProperties(mol)

@@ -329,3 +329,19 @@ def test_molecule_file_errors(tmp_path):
         fe_param.write_conformer_file("CCO", tmp_path / "a.mol", ANTI)
     with pytest.raises(ValueError, match="must map atoms 1 to 4"):
         fe_param.write_conformer_file("CC(=O)O", tmp_path / "a.mol", {"[O:1]=[C:2]-[O:3]": 0.0})
+
+
+@needs_ambertools
+def test_set_dihedrals_moves_only_the_rotating_side(cache, tmp_path):
+    """Syn start with the anti conformer's charges: only the hydroxyl H moves, bonds keep."""
+    anti = parametrize_ligand(molecule_file=fe_param.write_conformer_file(
+        "CC(=O)O", tmp_path / "anti.mol", ANTI), cache_dir=cache)
+    _, _, pos = vacuum_system(anti)
+    pos = np.array(pos.value_in_unit(unit.nanometer))
+    syn = fe_param.set_dihedrals(anti, pos, SYN)
+    assert acid_dihedral(syn) == pytest.approx(0.0, abs=1e-6)
+    moved = np.flatnonzero(np.linalg.norm(syn - pos, axis=1) > 1e-9)
+    assert moved.tolist() == [7]  # H4
+    assert np.linalg.norm(syn[7] - syn[3]) == pytest.approx(np.linalg.norm(pos[7] - pos[3]), abs=1e-9)
+    with pytest.raises(ValueError, match="ligand has 8 atoms"):
+        fe_param.set_dihedrals(anti, pos[:5], SYN)
