@@ -169,7 +169,8 @@ def main(argv=None) -> int:
         old[mol].update(kept)  # e.g. acetic acid's syn run with syn charges (see README)
         if mol in CONFORMERS:
             mixed = conformer_mixture(mol, cfg, res, out_dir)
-            old[mol].update(mixed, ours=mixed["mixture"]["value"], ours_err=mixed["mixture"]["error"])
+            old[mol].update(mixed, ours=mixed["mixture"]["value"], ours_err=mixed["mixture"]["error"],
+                            wall_s=time.time() - t0)
             res = {**res, "dG_hyd": old[mol]["ours"], "dG_hyd_err": old[mol]["ours_err"]}
         print(f"{mol}: {res['dG_hyd']:.2f} +/- {res['dG_hyd_err']:.2f} (FreeSolv calc {entry['calc']}, "
               f"expt {entry['expt']}) in {wall:.0f} s", flush=True)
@@ -238,14 +239,14 @@ def markdown_table(records: list[dict]) -> str:
                      f"{r['vacuum_leg_min_overlap']:.2f} | {r['wall_s'] / 60:.0f} |")
     s = summary(records)
     lines.append("")
-    lines.append(f"{s['n']} molecules: vs FreeSolv calc RMSE {s['rmse_vs_calc']:.2f}, MUE "
+    lines.append(f"{s['n']} molecules: vs FreeSolv calc RMSE {s['rmse_vs_calc']:.3f}, MUE "
                  f"{s['mue_vs_calc']:.2f}, R {s['r_vs_calc']:.2f}; vs experiment RMSE "
                  f"{s['rmse_vs_expt']:.2f}, MUE {s['mue_vs_expt']:.2f}, R {s['r_vs_expt']:.2f} "
                  f"(FreeSolv calc vs experiment on the same molecules: RMSE "
                  f"{s['rmse_freesolv_calc_vs_expt']:.2f}).")
     if "rmse_vs_calc_without_conformer_pinned" in s:
-        lines.append(f"Without the conformer-pinned {', '.join(s['conformer_pinned'])}: RMSE vs "
-                     f"FreeSolv calc {s['rmse_vs_calc_without_conformer_pinned']:.2f}.")
+        lines.append(f"Without the conformer-mixed {', '.join(s['conformer_pinned'])}: RMSE vs "
+                     f"FreeSolv calc {s['rmse_vs_calc_without_conformer_pinned']:.3f}.")
     return "\n".join(lines)
 
 
