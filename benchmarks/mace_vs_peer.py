@@ -9,6 +9,10 @@ own process, so peak memory (max RSS) is per run.
 mace-torch pins e3nn 0.4.4, so it lives in its own virtual environment, benchmarks/.peer-venv
 (created here on first use; ignored by git).
 
+``import mlff`` raises glibc's malloc thresholds (mlff/allocator.py); mace-torch runs as shipped,
+and once more with the same settings through glibc's environment variables
+(``peer_malloc_tuned_ms_per_call``), so the share of the speedup that is the allocator is visible.
+
 Usage: python benchmarks/mace_vs_peer.py [--threads 2] [--repeats 10]
 """
 
@@ -60,9 +64,14 @@ def systems(tmp: Path):
     return out, paths
 
 
-def run_side(python: str, side: str, path: Path, dtype: str, threads: int, repeats: int) -> dict:
+#: glibc malloc environment equivalent to what ``import mlff`` sets (mlff/allocator.py)
+MALLOC_TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def run_side(python: str, side: str, path: Path, dtype: str, threads: int, repeats: int,
+             extra_env: dict | None = None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore", **(extra_env or {}))
     res = subprocess.run([python, str(HERE / "_mace_side.py"), side, str(path), dtype, str(threads),
                           str(repeats)], capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -76,6 +85,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--systems", nargs="*", default=["ethanol", "water_box_192", "water_box_1536"],
                         help="subset of systems to run")
+    parser.add_argument("--no-peer-malloc-tuned", action="store_true",
+                        help="skip the extra peer run with mlff's glibc malloc settings (import "
+                        "mlff raises the mmap/trim thresholds; the extra run shows how much of "
+                        "the speedup that is)")
     args = parser.parse_args()
     peer_python = str(ensure_peer())
     peer_version = subprocess.run([peer_python, "-c", "import importlib.metadata as m; "
@@ -92,7 +105,13 @@ def main() -> None:
             for dtype in ("float32", "float64"):
                 ours = run_side(sys.executable, "mlff", paths[name], dtype, args.threads, args.repeats)
                 peer = run_side(peer_python, "mace-torch", paths[name], dtype, args.threads, args.repeats)
-                common = dict(dtype=dtype, threads=args.threads, vers=vers)
+                extra = {}
+                if not args.no_peer_malloc_tuned:
+                    tuned = run_side(peer_python, "mace-torch", paths[name], dtype, args.threads,
+                                     args.repeats, MALLOC_TUNED_ENV)
+                    extra = dict(peer_malloc_tuned_ms_per_call=tuned["ms_per_call"],
+                                 speedup_vs_peer_malloc_tuned=tuned["ms_per_call"] / ours["ms_per_call"])
+                common = dict(dtype=dtype, threads=args.threads, vers=vers, **extra)
                 records.append(record("mace_vs_peer", name, len(atoms), "ms_per_call",
                                       ours["ms_per_call"], f"mace-torch {peer_version[0]}",
                                       peer["ms_per_call"], params=ours["params"],
@@ -101,7 +120,12 @@ def main() -> None:
                 rows.append((name, len(atoms), dtype, ours, peer))
                 print(f"{name} {dtype}: mlff {ours['ms_per_call']:.1f} ms, mace-torch "
                       f"{peer['ms_per_call']:.1f} ms", file=sys.stderr)
-    path = write_results("mace_vs_peer", records)
+    # systems not rerun keep their previous records (one per system and dtype)
+    old_path = HERE / "results" / "mace_vs_peer.json"
+    rerun = {(r["system"], r["dtype"]) for r in records}
+    previous = json.loads(old_path.read_text()) if old_path.exists() else []
+    path = write_results("mace_vs_peer", [r for r in previous if (r["system"], r["dtype"]) not in rerun]
+                         + records)
     print(f"results: {path}\n")
     print("| system | atoms | dtype | mlff (ms) | mace-torch (ms) | speedup | params mlff / peer | max RSS MB mlff / peer |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
