@@ -12,7 +12,7 @@ import statistics
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,11 +83,23 @@ def record(
     return rec
 
 
-def write_results(name: str, records: List[Dict[str, object]]) -> Path:
-    """Write ``benchmarks/results/<name>.json`` atomically."""
+def write_results(name: str, records: List[Dict[str, object]],
+                  keep_previous_by: Sequence[str] = ()) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically.
+
+    ``keep_previous_by``: record fields that identify a measurement (e.g. ``("system",
+    "dtype")``); previous records whose identity is not among ``records`` are kept, so a run
+    over a subset of systems does not drop the others.
+    """
+    from mlff.atomic import atomic_write_text
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1))
-    os.replace(tmp, path)
+    if keep_previous_by and path.exists():
+        def identity(r):
+            return tuple(r.get(k) for k in keep_previous_by)
+
+        rerun = {identity(r) for r in records}
+        records = [r for r in json.loads(path.read_text()) if identity(r) not in rerun] + list(records)
+    atomic_write_text(path, json.dumps(records, indent=1))
     return path

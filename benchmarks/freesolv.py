@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.atomic import atomic_write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, record, versions, write_results  # noqa: E402
 
@@ -254,9 +256,7 @@ def write_summary(records: list[dict], name: str, forcefield: str) -> None:
     """``<name>_summary.json`` (MUE, RMSE, R vs FreeSolv calc and expt) and the parity PNG."""
     s = {**summary(records), "molecules": [r["system"] for r in records],
          "bar_rmse_vs_calc_kcal_mol": 0.6, "complete": len(records) == len(MOLECULES)}
-    tmp = RESULTS / f"{name}_summary.json.tmp"
-    tmp.write_text(json.dumps(s, indent=1))
-    tmp.replace(RESULTS / f"{name}_summary.json")
+    atomic_write_text(RESULTS / f"{name}_summary.json", json.dumps(s, indent=1))
     if len(records) >= 2:
         plot(records, RESULTS / f"{name}.png", forcefield)
 

@@ -41,8 +41,6 @@ def main(argv=None) -> int:
     if (RESULTS / "lj_widom.json").exists():
         for r in json.loads((RESULTS / "lj_widom.json").read_text()):
             widom[r["system"]] = r
-    # records of states not rerun now are kept (one record per state)
-    previous = json.loads((RESULTS / "lj_insertion.json").read_text()) if (RESULTS / "lj_insertion.json").exists() else []
     records = []
     for text in args.states:
         rho, t = (float(x) for x in text.split(","))
@@ -68,8 +66,8 @@ def main(argv=None) -> int:
         records[-1].pop("speedup", None)
         print(json.dumps({k: records[-1][k] for k in ("system", "ours", "err", "peer_value", "kn_mu_ex",
                                                        "widom_mu_ex", "deviation_from_eos_kT")}), flush=True)
-        rerun = {r["system"] for r in records}
-        write_results("lj_insertion", [r for r in previous if r["system"] not in rerun] + records)
+        # records of states not rerun now are kept (one record per state)
+        write_results("lj_insertion", records, keep_previous_by=("system",))
     return 0
 
 

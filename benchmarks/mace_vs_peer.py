@@ -121,11 +121,7 @@ def main() -> None:
                 print(f"{name} {dtype}: mlff {ours['ms_per_call']:.1f} ms, mace-torch "
                       f"{peer['ms_per_call']:.1f} ms", file=sys.stderr)
     # systems not rerun keep their previous records (one per system and dtype)
-    old_path = HERE / "results" / "mace_vs_peer.json"
-    rerun = {(r["system"], r["dtype"]) for r in records}
-    previous = json.loads(old_path.read_text()) if old_path.exists() else []
-    path = write_results("mace_vs_peer", [r for r in previous if (r["system"], r["dtype"]) not in rerun]
-                         + records)
+    path = write_results("mace_vs_peer", records, keep_previous_by=("system", "dtype"))
     print(f"results: {path}\n")
     print("| system | atoms | dtype | mlff (ms) | mace-torch (ms) | speedup | params mlff / peer | max RSS MB mlff / peer |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

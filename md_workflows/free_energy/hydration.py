@@ -31,9 +31,9 @@ from .dataframes import write_alchemlyb
 from .estimators import FreeEnergyResult, analyze
 from .plots import plot_convergence, plot_dudl, plot_overlap
 from .replica_exchange import run_hrex_leg
-from .sampling import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings, prepare_leg, run_leg
+from .sampling import (KJ_PER_KCAL, MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings,
+                       prepare_leg, run_leg)
 
-KJ_PER_KCAL = 4.184
 ESTIMATORS = ("MBAR", "BAR", "TI_trapezoid", "TI_cubic", "EXP_forward", "EXP_reverse")
 
 

@@ -43,6 +43,8 @@ except ImportError:  # pragma: no cover
 
 #: kJ/(mol K), OpenMM's value, so reduced potentials use the kT its thermostats use
 MOLAR_GAS_CONSTANT_KJ: float = MOLAR_GAS_CONSTANT_R.value_in_unit(kilojoule_per_mole / kelvin)
+#: kJ per kcal (thermochemical calorie)
+KJ_PER_KCAL = 4.184
 FORMAT_VERSION = 1
 
 

@@ -21,9 +21,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from .sampling import MOLAR_GAS_CONSTANT_KJ
-
-KJ_PER_KCAL = 4.184
+from .sampling import KJ_PER_KCAL, MOLAR_GAS_CONSTANT_KJ
 
 
 @dataclass
@@ -100,7 +98,7 @@ def torsion_basin_free_energies(
                      if hasattr(positions_nm, "value_in_unit") else positions_nm, dtype=float)
     context.setPositions(pos)
     context.setParameter("k_torsion", force_constant_kj_mol_rad2)
-    centres = _wrap(np.linspace(-np.pi, np.pi, windows, endpoint=False))
+    centres = np.linspace(-np.pi, np.pi, windows, endpoint=False)
     idx = [int(a) for a in atoms]
     samples = np.zeros((windows, samples_per_window))
     for w, centre in enumerate(centres):

@@ -167,8 +167,6 @@ def atomic_write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
     os.replace(tmp, path)
 
 
-
-
 @dataclass
 class LabelReport:
     """What :func:`label_file` did."""

@@ -40,8 +40,6 @@ from mlff.train.metrics import ErrorAccumulator
 CHECKPOINT = "checkpoint.pt"
 
 
-
-
 class Trainer:
     """Train one model as described by a :class:`TrainConfig`."""
 
