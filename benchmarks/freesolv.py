@@ -9,11 +9,11 @@ GROMACS, so the like-for-like comparison runs with ``--forcefield gaff`` (the de
 
 Protocol (the HydrationConfig defaults): 2.5 nm cubic TIP3P box, PME 0.9 nm with dispersion
 correction, 4 fs Langevin (LangevinMiddle, 1/ps) with hydrogen masses of 3 amu, 298.15 K,
-1 atm (Monte Carlo barostat), 5 electrostatic + 8 steric windows, 10 ps equilibration + 40 ps
+1 atm (Monte Carlo barostat), 5 electrostatic + 8 steric windows, 10 ps equilibration + 70 ps
 production per window, energies at all windows every 1 ps, MBAR. What differs from FreeSolv:
 GAFF/AM1-BCC from today's AmberTools (antechamber/sqm 26) and RDKit conformers (acetic acid
 pinned to FreeSolv's anti conformer, see CONFORMERS), OpenMM with
-exact alchemical PME instead of GROMACS, and much shorter sampling (40 ps vs 5 ns per window).
+exact alchemical PME instead of GROMACS, and much shorter sampling (70 ps vs 5 ns per window).
 
 Resumable: each molecule runs in OUT/<name> (windows checkpoint); finished molecules are
 skipped; the JSON is rewritten after each molecule. Run it in the background:
@@ -53,6 +53,12 @@ PEER = "FreeSolv 0.52 calc (GAFF/AM1-BCC/TIP3P)"
 #: umbrella sampling along the dihedral, combined by md_workflows.free_energy.torsion.mix_conformers.
 CONFORMERS = {"acetic_acid": {"dihedral": "[O:1]=[C:2]-[O:3]-[H:4]",
                               "conformers": {"anti": 180.0, "syn": 0.0}, "charges_from": "anti"}}
+
+
+def protocol_tail(args) -> str:
+    """The sampling part of a record's protocol text; a record with another is run again
+    (a longer production extends the finished windows from their checkpoints)."""
+    return f"{args.equilibration_ps}+{args.production_ps} ps each, 4 fs HMR, MBAR"
 
 
 def summary(records: list[dict]) -> dict:
@@ -117,8 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "freesolv"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--production-ps", type=float, default=40.0)
+    p.add_argument("--production-ps", type=float, default=70.0,
+                   help="per window; longer than a finished run's extends its windows")
     p.add_argument("--equilibration-ps", type=float, default=10.0)
+    p.add_argument("--reanalyze", action="store_true",
+                   help="analyse finished molecules again (after a change of the estimators)")
     p.add_argument("--summary-only", action="store_true",
                    help="only recompute the summary and plot from the results JSON")
     p.add_argument("--table", action="store_true",
@@ -146,7 +155,9 @@ def main(argv=None) -> int:
         cfg = HydrationConfig(**molecule, name=mol, forcefield=args.forcefield,
                               workers=args.workers, threads=args.threads,
                               production_ps=args.production_ps, equilibration_ps=args.equilibration_ps)
-        if mol in old and (out_dir / "result.json").exists() and mol not in CONFORMERS:
+        same_protocol = old.get(mol, {}).get("protocol", "").endswith(protocol_tail(args))
+        if (same_protocol and (out_dir / "result.json").exists() and mol not in CONFORMERS
+                and not args.reanalyze):
             print(f"{mol}: done before ({old[mol]['ours']:.2f} kcal/mol)", flush=True)
             continue
         t0 = time.time()
@@ -166,7 +177,7 @@ def main(argv=None) -> int:
             vacuum_leg_min_overlap=res["legs"]["vacuum"]["min_neighbour_overlap"],
             peer_vdw=entry["calc_vdw"], peer_charging=entry["calc_charging"],
             wall_s=wall,  # this invocation (a resumed molecule counts only its last part)
-            protocol=f"{len(water['states'])} water windows, {args.equilibration_ps}+{args.production_ps} ps each, 4 fs HMR, MBAR")
+            protocol=f"{len(water['states'])} water windows, {protocol_tail(args)}")
         old[mol].pop("speedup", None)
         old[mol].update(kept)  # e.g. acetic acid's syn run with syn charges (see README)
         if mol in CONFORMERS:

@@ -106,29 +106,35 @@ def subsample(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
               detect_equilibration: bool = True) -> Subsampled:
     """Discard each window's equilibration and keep decorrelated samples (pymbar.timeseries).
 
-    The equilibration time comes from the window's own reduced potential u_k(x); the
-    statistical inefficiency is the largest of those of u_k, of the work values to the
-    neighbouring windows (u_{k+1} - u_k, u_{k-1} - u_k: what BAR and EXP average) and of the
-    summed dU/dlambda (what TI averages), so every estimator sees decorrelated samples.
+    The series that decide both are what the estimators average: the work values to the
+    neighbouring windows (u_{k+1} - u_k and u_{k-1} - u_k: BAR and EXP) and the summed
+    dU/dlambda (TI). MBAR, too, sees a sample only through the differences u_l - u_k: a
+    per-sample constant cancels from its weights. The window's own u_k is not used: in solution
+    it is dominated by the solvent's energy, which decorrelates several times slower than the
+    solute's coupling and enters no estimate, so it would throw away good samples (alchemlyb's
+    ``decorrelate_u_nk(method="dE")`` makes the same choice). The equilibration time is the
+    largest that pymbar's detect_equilibration finds in those series; the statistical
+    inefficiency is the largest of theirs after it.
     """
     _, _, timeseries = _quiet_pymbar()
     k = _validate(u_kln)
     out_u, out_d, idx, t0s, gs = [], [], [], [], []
     for i in range(k):
         u = np.asarray(u_kln[i], dtype=float)
-        series = [u[i]]
+        series = []
         if i + 1 < k:
             series.append(u[i + 1] - u[i])
         if i > 0:
             series.append(u[i - 1] - u[i])
         if dudl is not None:
             series.append(np.asarray(dudl[i], dtype=float).sum(axis=1))
+        series = [s for s in series if np.ptp(s) > 0]  # an unused parameter: nothing to decorrelate
         t0 = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if detect_equilibration:
-                t0 = int(timeseries.detect_equilibration(series[0])[0])
-            g = max(_inefficiency(timeseries, s[t0:]) for s in series)
+            if detect_equilibration and series:
+                t0 = max(int(timeseries.detect_equilibration(s)[0]) for s in series)
+            g = max((_inefficiency(timeseries, s[t0:]) for s in series), default=1.0)
             keep = t0 + np.asarray(timeseries.subsample_correlated_data(u[i, t0:], g=g), dtype=int)
         if len(keep) < 2:
             keep = np.arange(t0, u.shape[1])[-2:]

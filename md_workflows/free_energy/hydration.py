@@ -47,7 +47,7 @@ class HydrationConfig:
 
     The defaults are the protocol of benchmarks/freesolv.py: GAFF2/AM1-BCC in a 2.5 nm TIP3P
     box, PME 0.9 nm, 4 fs with hydrogen masses of 3 amu, 298.15 K and 1 atm, 13 windows of
-    10 ps equilibration + 40 ps production with energies at every window each 1 ps; the vacuum
+    10 ps equilibration + 70 ps production with energies at every window each 1 ps; the vacuum
     leg on the Reference platform (faster than CPU for a handful of atoms).
     """
 
@@ -66,7 +66,7 @@ class HydrationConfig:
     timestep_fs: float = 4.0
     friction_per_ps: float = 1.0
     equilibration_ps: float = 10.0
-    production_ps: float = 40.0
+    production_ps: float = 70.0
     sample_every_ps: float = 1.0
     water_platform: str = "CPU"
     vacuum_platform: str = "Reference"
@@ -252,9 +252,15 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
         changed = sorted(k for k in new if old.get(k) != new[k])
         if changed:
             harmless = {"workers", "scheduler", "threads"}
+            # a longer production extends every independent window from its checkpoint
+            extends = (new["production_ps"] > old["production_ps"] and config.method == "independent")
+            if extends:
+                harmless.add("production_ps")
             if not set(changed) <= harmless:
+                hint = (" (a longer production extends independent windows; replica-exchange runs "
+                        "cannot be extended)" if "production_ps" in changed else "")
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
-                                 "use a new --out or the same settings to resume")
+                                 f"use a new --out or the same settings to resume{hint}")
     atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
     params, legs = _prepare_systems(config, out)
     results = {}

@@ -173,14 +173,20 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
     previous = out / "leg.json"
     if previous.exists():
         old = json.loads(previous.read_text())
-        def key(d):  # threads change speed, not samples: a resume may use other threads
-            return {**d, "settings": {**d["settings"], "threads": None}}
+        def key(d):  # threads change speed, not samples: a resume may use other threads;
+            # a longer production extends every window from its checkpoint (checked below)
+            return {**d, "settings": {**d["settings"], "threads": None, "production_ps": None}}
 
         same = (key(old) == key(json.loads(json.dumps(leg)))
                 and (out / "system.xml").read_text() == system_xml)
-        if not same and any(out.glob("window_*/samples.npz")):
+        has_samples = any(out.glob("window_*/samples.npz"))
+        if not same and has_samples:
             raise ValueError(f"{out} already holds samples of a different leg (other system, "
                              "states or settings): use a new output directory or delete it")
+        if has_samples and settings.production_ps < old["settings"]["production_ps"]:
+            raise ValueError(f"{out} was sampled for {old['settings']['production_ps']} ps per "
+                             f"window; production_ps={settings.production_ps} would drop samples: "
+                             "keep it or make it longer (windows are extended from their checkpoints)")
     atomic_write_bytes(out / "system.xml", system_xml.encode())
     atomic_savez(out / "start.npz", positions_nm=pos)  # velocities are drawn per window (seeded)
     atomic_write_bytes(out / "leg.json", json.dumps(leg, indent=1).encode())

@@ -121,6 +121,26 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     np.testing.assert_allclose(a["dudl"], b["dudl"], rtol=0, atol=1e-12)
 
 
+def test_longer_production_extends_windows_exactly(tmp_path):
+    """Re-preparing a leg with a longer production continues each window from its last
+    checkpoint: the samples equal one uninterrupted run of the longer length; shorter is refused."""
+    system, pos = oscillators(2, 3, 200.0, 400.0, 0.0)
+    short, long_ = settings(seed=3, production_ps=8.0), settings(seed=3, production_ps=12.0)
+    full = prepare_leg(tmp_path / "full", system, pos, STATES[:2], long_, ["lambda"])
+    run_window(full, 0)
+    ext = prepare_leg(tmp_path / "ext", system, pos, STATES[:2], short, ["lambda"])
+    run_window(ext, 0)
+    prepare_leg(ext, system, pos, STATES[:2], long_, ["lambda"])
+    run_window(ext, 0)
+    a = np.load(full / "window_000" / "samples.npz")
+    b = np.load(ext / "window_000" / "samples.npz")
+    assert int(b["done_samples"]) == long_.n_samples
+    np.testing.assert_array_equal(a["time_ps"], b["time_ps"])
+    np.testing.assert_allclose(a["u_kln"], b["u_kln"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="would drop samples"):
+        prepare_leg(ext, system, pos, STATES[:2], short, ["lambda"])
+
+
 def test_bad_inputs_are_named(tmp_path):
     system, pos = oscillators(1, 1, 100.0, 200.0, 0.0)
     with pytest.raises(ValueError, match="no force of the system defines"):
@@ -132,3 +152,30 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(RuntimeError, match="not finished"):
         prepare_leg(tmp_path / "c", system, pos, STATES[:2], settings(0))
         load_leg(tmp_path / "c")
+
+
+def test_decorrelation_ignores_what_no_estimator_sees():
+    """A slowly drifting energy common to every state (a solvent's own energy) changes no
+    estimate, so it must change neither the equilibration cut nor the samples kept."""
+    from md_workflows.free_energy.estimators import subsample
+
+    rng = np.random.default_rng(7)
+    n, k = 400, 4
+    # independent samples of three linear-response windows: work values are white noise
+    u_kln = []
+    for i in range(k):
+        x = rng.normal(size=n)
+        u_kln.append(np.stack([0.5 * (j - i) ** 2 + (j - i) * x for j in range(k)]))
+    plain = subsample(u_kln)
+    # add a slow common drift (an AR(1) process with a 50-sample memory) to every row
+    drift = np.zeros(n)
+    for t in range(1, n):
+        drift[t] = 0.98 * drift[t - 1] + rng.normal() * 5.0
+    drifted = subsample([u + drift for u in u_kln])
+    # the drift is slow enough that a rule based on u_k itself would keep under a tenth
+    from pymbar import timeseries
+
+    assert timeseries.statistical_inefficiency(u_kln[1][1] + drift) > 10
+    assert sum(len(i) for i in drifted.indices) > 0.5 * n * k
+    for a, b in zip(plain.indices, drifted.indices):
+        np.testing.assert_array_equal(a, b)

@@ -122,7 +122,14 @@ def test_hydration_smoke_run_resume_and_alchemlyb(tmp_path):
     assert more["dG_hyd"] == pytest.approx(res["dG_hyd"], abs=1e-9)
     # a different protocol in the same directory is refused
     with pytest.raises(ValueError, match="different config"):
-        run_hydration(HydrationConfig(**{**cfg.to_dict(), "production_ps": 4.0}), out, progress=False)
+        run_hydration(HydrationConfig(**{**cfg.to_dict(), "sample_every_ps": 0.1}), out, progress=False)
+    # a longer production extends every window: the first samples are kept as they were
+    before = load_leg(out / "water").u_kln[0]
+    longer = run_hydration(HydrationConfig(**{**cfg.to_dict(), "production_ps": 4.0}), out, progress=False)
+    assert longer["legs"]["water"]["samples_per_window"] == [20] * 5
+    np.testing.assert_array_equal(load_leg(out / "water").u_kln[0][:, :15], before)
+    with pytest.raises(ValueError, match="different config"):  # shorter would drop samples
+        run_hydration(cfg, out, progress=False)
 
 
 def test_cli_help_and_errors(capsys, tmp_path):
