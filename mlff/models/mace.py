@@ -25,6 +25,7 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
@@ -179,7 +180,11 @@ class InteractionBlock(nn.Module):
             _e3nn(irreps_in), irreps_sh, o3.Irreps(irreps_mid), instructions,
             shared_weights=False, internal_weights=False,
         )
+        # the e3nn module defines the product (and stays for its state-dict entries); the
+        # forward pass runs the same numbers contracted in a cheaper order
+        self.tp = ChannelwiseTensorProduct(self.conv_tp)
         self.radial = GroupedMLP([num_bessel, *radial_hidden, self.conv_tp.weight_numel], members)
+        self.radial.set_output_order(self.tp.weight_order())  # the weights in self.tp's order
         # explicit sizes (not -1) so that graphs without edges (isolated atoms) reshape fine
         self.tp_weight_numel: int = int(self.conv_tp.weight_numel)
         self.tp_out_dim: int = int(self.conv_tp.irreps_out.dim)
@@ -215,9 +220,11 @@ class InteractionBlock(nn.Module):
         for k in range(m):
             x_edges = x[k].index_select(0, sender)  # [E, F]
             attrs = edge_attrs.narrow(0, k * n_edges, n_edges)  # [E, (max_ell+1)^2]
-            messages = self.conv_tp(x_edges, attrs, weights[k])  # [E, mid]
-            summed.append(torch.zeros(n, self.tp_out_dim, dtype=messages.dtype,
-                                      device=messages.device).index_add_(0, receiver, messages))
+            groups = self.tp.forward_groups(x_edges, attrs, weights[k])  # [E, mid] in pieces
+            # sum over neighbours piece by piece, then e3nn's column order on the (fewer) nodes
+            summed.append(self.tp.to_e3nn_order([
+                torch.zeros(n, g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, receiver, g)
+                for g in groups]))
         a = self.linear(torch.stack(summed) * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
         for mix in self.mixing:
             a = mix(a, species_onehot)

@@ -107,7 +107,13 @@ class IrrepsLinear(nn.Module):
 
 class GroupedLinear(nn.Module):
     """Per-member dense layer ``[M, R, in] -> [M, R, out]``: ``x @ W / sqrt(in) (+ b)``, with
-    ``W`` ``[M, in, out]`` ~ N(0, 1) (variance-preserving initialisation)."""
+    ``W`` ``[M, in, out]`` ~ N(0, 1) (variance-preserving initialisation).
+
+    :meth:`set_output_order` makes it emit its output columns in another order: the
+    permutation is applied to ``W`` (``in x out`` numbers) rather than to the output
+    (``R x out``), which for per-edge outputs is the difference between free and a large
+    strided gather.
+    """
 
     def __init__(self, size_in: int, size_out: int, members: int = 1, bias: bool = False) -> None:
         super().__init__()
@@ -117,10 +123,22 @@ class GroupedLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.norm = 1.0 / math.sqrt(size_in)
+        self.reordered = False
+        self.register_buffer("out_order", torch.arange(size_out), persistent=False)
+
+    def set_output_order(self, order: Tensor) -> None:
+        """Output column ``j`` becomes column ``order[j]`` of the plain layer (a permutation)."""
+        if sorted(order.tolist()) != list(range(self.weight.shape[2])):
+            raise ValueError("order must be a permutation of the output columns")
+        self.out_order = order.to(torch.long).clone()
+        self.reordered = True
 
     def forward(self, x: Tensor) -> Tensor:
-        y = torch.bmm(x, self.weight * self.norm)
+        weight = self.weight.index_select(2, self.out_order) if self.reordered else self.weight
+        y = torch.bmm(x, weight * self.norm)
         bias = self.bias
+        if bias is not None and self.reordered:
+            bias = bias.index_select(2, self.out_order)
         if bias is not None:
             y = y + bias
         return y
@@ -143,6 +161,10 @@ class GroupedMLP(nn.Module):
             if not last:
                 layers.append(ScaledSiLU())
         self.net = nn.Sequential(*layers)
+
+    def set_output_order(self, order: Tensor) -> None:
+        """Emit the output columns in ``order`` (see :meth:`GroupedLinear.set_output_order`)."""
+        self.net[len(self.net) - 1].set_output_order(order)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
