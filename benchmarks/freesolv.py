@@ -58,7 +58,8 @@ CONFORMERS = {"acetic_acid": {"dihedral": "[O:1]=[C:2]-[O:3]-[H:4]",
 def protocol_tail(args) -> str:
     """The sampling part of a record's protocol text; a record with another is run again
     (a longer production extends the finished windows from their checkpoints)."""
-    return f"{args.equilibration_ps}+{args.production_ps} ps each, 4 fs HMR, MBAR"
+    return (f"{args.equilibration_ps}+{args.production_ps} ps each, 4 fs HMR, "
+            f"MBAR on samples decorrelated by their work values")
 
 
 def summary(records: list[dict]) -> dict:
@@ -156,15 +157,22 @@ def main(argv=None) -> int:
                               workers=args.workers, threads=args.threads,
                               production_ps=args.production_ps, equilibration_ps=args.equilibration_ps)
         same_protocol = old.get(mol, {}).get("protocol", "").endswith(protocol_tail(args))
-        if (same_protocol and (out_dir / "result.json").exists() and mol not in CONFORMERS
-                and not args.reanalyze):
+        # the committed record is enough to skip: a fresh machine (no runs/) resumes per molecule
+        if same_protocol and not args.reanalyze and (mol not in CONFORMERS or "mixture" in old[mol]):
             print(f"{mol}: done before ({old[mol]['ours']:.2f} kcal/mol)", flush=True)
             continue
+        extended = (out_dir / "result.json").exists() and not same_protocol
         t0 = time.time()
         res = run_hydration(cfg, out_dir, progress=False)
         wall = time.time() - t0
         water = res["legs"]["water"]
-        kept = {k: v for k, v in old.get(mol, {}).items() if k.startswith("other_conformer")}
+        prev = old.get(mol, {})
+        kept = {k: v for k, v in prev.items() if k.startswith("other_conformer")}
+        if args.reanalyze and same_protocol:  # no sampling now: keep the sampling's wall times
+            kept.update({k: v for k, v in prev.items() if k.startswith("wall_s")})
+        else:  # windows extended from a shorter run: its wall time counts too
+            kept["wall_s_total"] = wall + (prev.get("wall_s_total", prev.get("wall_s", 0.0))
+                                           if extended else 0.0)
         old[mol] = record(
             "freesolv", mol, None, "dG_hyd_kcal_per_mol", res["dG_hyd"], PEER, entry["calc"],
             dtype="mixed", threads=args.threads, vers=vers, lower_is_better=True,
@@ -176,14 +184,17 @@ def main(argv=None) -> int:
             water_leg_min_overlap=water["min_neighbour_overlap"],
             vacuum_leg_min_overlap=res["legs"]["vacuum"]["min_neighbour_overlap"],
             peer_vdw=entry["calc_vdw"], peer_charging=entry["calc_charging"],
-            wall_s=wall,  # this invocation (a resumed molecule counts only its last part)
+            wall_s=wall,  # this invocation; wall_s_total adds the run it extended
             protocol=f"{len(water['states'])} water windows, {protocol_tail(args)}")
         old[mol].pop("speedup", None)
         old[mol].update(kept)  # e.g. acetic acid's syn run with syn charges (see README)
         if mol in CONFORMERS:
             mixed = conformer_mixture(mol, cfg, res, out_dir)
-            old[mol].update(mixed, ours=mixed["mixture"]["value"], ours_err=mixed["mixture"]["error"],
-                            wall_s=time.time() - t0)
+            old[mol].update(mixed, ours=mixed["mixture"]["value"], ours_err=mixed["mixture"]["error"])
+            if not (args.reanalyze and same_protocol):  # the other conformers' runs count too
+                more = time.time() - t0 - wall
+                old[mol]["wall_s"] += more
+                old[mol]["wall_s_total"] += more
             res = {**res, "dG_hyd": old[mol]["ours"], "dG_hyd_err": old[mol]["ours_err"]}
         print(f"{mol}: {res['dG_hyd']:.2f} +/- {res['dG_hyd_err']:.2f} (FreeSolv calc {entry['calc']}, "
               f"expt {entry['expt']}) in {wall:.0f} s", flush=True)
@@ -242,16 +253,32 @@ def conformer_mixture(mol: str, cfg, res: dict, out_dir: Path) -> dict:
             "charges_from_conformer": spec["charges_from"]}
 
 
+def protocol_label(r: dict) -> str:
+    """Short form of a record's protocol: production per window and the series samples were
+    decorrelated on (u_k before the estimator change of 2026-11-28, work values after)."""
+    production = r["protocol"].split("+")[1].split(" ")[0]
+    return f"{production} ps, {'work' if 'work values' in r['protocol'] else 'u_k'}"
+
+
 def markdown_table(records: list[dict]) -> str:
     """The per-molecule table and a summary line (kcal/mol)."""
-    lines = ["| molecule | ours (kcal/mol) | FreeSolv calc | expt | smallest overlap water / vacuum | wall (min) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| molecule | ours (kcal/mol) | FreeSolv calc | expt | smallest overlap water / vacuum | "
+             "wall (min) | protocol |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for r in records:
         lines.append(f"| {r['system'].replace('_', ' ')} | {r['ours']:.2f} +/- {r['ours_err']:.2f} | "
                      f"{r['peer_value']:.2f} | {r['expt']:.2f} | {r['water_leg_min_overlap']:.2f} / "
-                     f"{r['vacuum_leg_min_overlap']:.2f} | {r['wall_s'] / 60:.0f} |")
-    s = summary(records)
+                     f"{r['vacuum_leg_min_overlap']:.2f} | {r.get('wall_s_total', r['wall_s']) / 60:.0f} | "
+                     f"{protocol_label(r)} |")
     lines.append("")
+    protocols = sorted({protocol_label(r) for r in records})
+    for protocol in (protocols if len(protocols) > 1 else []):  # a rerun in progress
+        sub = [r for r in records if protocol_label(r) == protocol]
+        if len(sub) > 1:
+            t = summary(sub)
+            lines.append(f"{t['n']} molecules with \"{protocol}\": vs FreeSolv calc RMSE "
+                         f"{t['rmse_vs_calc']:.3f}, MUE {t['mue_vs_calc']:.2f}.")
+    s = summary(records)
     lines.append(f"{s['n']} molecules: vs FreeSolv calc RMSE {s['rmse_vs_calc']:.3f}, MUE "
                  f"{s['mue_vs_calc']:.2f}, R {s['r_vs_calc']:.2f}; vs experiment RMSE "
                  f"{s['rmse_vs_expt']:.2f}, MUE {s['mue_vs_expt']:.2f}, R {s['r_vs_expt']:.2f} "
