@@ -200,6 +200,7 @@ def main(argv=None) -> int:
               f"expt {entry['expt']}) in {wall:.0f} s", flush=True)
         records = [old[m] for m in MOLECULES if m in old]
         write_results(name, records)
+        archive_samples(out_dir, RESULTS / f"{name}_samples" / mol)
         write_summary(records, name, args.forcefield)
     records = [old[m] for m in MOLECULES if m in old]
     if records:
@@ -251,6 +252,20 @@ def conformer_mixture(mol: str, cfg, res: dict, out_dir: Path) -> dict:
             "gas_basin_free_energy_kcal_mol": gas["free_energy"],
             "gas_basin_error_kcal_mol": gas["error"],
             "charges_from_conformer": spec["charges_from"]}
+
+
+def archive_samples(out_dir: Path, dest: Path) -> None:
+    """Copy each leg's u_nk and dU/dlambda dataframes (alchemlyb layout, about 150 kB a leg) next
+    to the results, so a finished molecule can be reanalysed (alchemlyb or
+    ``md_workflows.free_energy.estimators``) after runs/ is gone."""
+    import shutil
+
+    for leg in ("water", "vacuum"):
+        for table in ("u_nk", "dHdl"):
+            src = out_dir / leg / f"{table}.parquet"
+            if src.exists():
+                (dest / leg).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / leg / f"{table}.parquet")
 
 
 def protocol_label(r: dict) -> str:
