@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlff.atomic import atomic_write_text
+from mlff.atomic import atomic_write_bytes, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, record, versions, write_results  # noqa: E402
@@ -258,14 +258,12 @@ def archive_samples(out_dir: Path, dest: Path) -> None:
     """Copy each leg's u_nk and dU/dlambda dataframes (alchemlyb layout, about 150 kB a leg) next
     to the results, so a finished molecule can be reanalysed (alchemlyb or
     ``md_workflows.free_energy.estimators``) after runs/ is gone."""
-    import shutil
-
     for leg in ("water", "vacuum"):
         for table in ("u_nk", "dHdl"):
             src = out_dir / leg / f"{table}.parquet"
-            if src.exists():
+            if src.exists():  # atomic: a kill mid-copy must not leave a truncated file in results/
                 (dest / leg).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / leg / f"{table}.parquet")
+                atomic_write_bytes(dest / leg / f"{table}.parquet", src.read_bytes())
 
 
 def protocol_label(r: dict) -> str:
