@@ -8,17 +8,21 @@ default model's architecture (1 thread): a 4-member ensemble cost 5.8 single cal
 with the settings below; one gather of that size went from 66 ms to 7 ms.
 
 :func:`tune_glibc_malloc` raises the mmap and trim thresholds to 1 GiB, so freed blocks stay in
-the heap and are reused (a process keeps its peak heap instead of returning it). ``import
-mlff`` calls it once on Linux with glibc; set ``MLFF_MALLOC_TUNING=0`` to leave malloc alone.
-Written with ctypes because no library exposes ``mallopt``; on other C libraries it does
-nothing.
+the heap and are reused (a process keeps its peak heap instead of returning it). It runs once
+per process, when the first model is built or loaded (:func:`tune_once`, called by
+:class:`mlff.models.potential.Potential`), never at ``import mlff``; set
+``MLFF_MALLOC_TUNING=0`` to leave malloc alone. Written with ctypes because no library exposes
+``mallopt``; on other C libraries it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
+
+logger = logging.getLogger(__name__)
 
 #: mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -28,6 +32,7 @@ _M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 1 << 30
 
 _applied = False
+_attempted = False
 
 
 def tune_glibc_malloc(threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
@@ -55,6 +60,18 @@ def tune_glibc_malloc(threshold_bytes: int = DEFAULT_THRESHOLD) -> bool:
           and mallopt(_M_TRIM_THRESHOLD, threshold_bytes) == 1)
     _applied = _applied or ok
     return ok
+
+
+def tune_once() -> bool:
+    """:func:`tune_glibc_malloc` with the default threshold on the first call in this process
+    (logged at debug level); later calls only return whether it succeeded."""
+    global _attempted
+    if not _attempted:
+        _attempted = True
+        ok = tune_glibc_malloc()
+        logger.debug("glibc malloc mmap/trim thresholds %s (%d bytes; MLFF_MALLOC_TUNING=0 "
+                     "opts out)", "raised" if ok else "left alone", DEFAULT_THRESHOLD)
+    return _applied
 
 
 def malloc_tuned() -> bool:

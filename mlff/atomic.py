@@ -4,14 +4,51 @@ the new one, never half of one. Used for checkpoints, logs and results across ml
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp.{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` for a writer that takes a file name (matplotlib,
+    mdtraj, torch.save, ase.io): on a clean exit the file is fsynced and renamed over ``path``;
+    on an exception it is removed and ``path`` is left as it was. The temporary name keeps
+    ``path``'s suffix, so writers that choose a format by extension still work::
+
+        with atomic_path(out / "plot.png") as tmp:
+            fig.savefig(tmp)
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_savefig(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (format from the suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -39,3 +76,12 @@ def atomic_savez(path: str | os.PathLike, **arrays) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_extxyz(path: str | os.PathLike, frames: Sequence["Atoms"]) -> None:
+    """Write ASE ``frames`` to ``path`` as extxyz atomically (``ase.io`` is imported here, so
+    importing this module stays light)."""
+    import ase.io
+
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, list(frames), format="extxyz")

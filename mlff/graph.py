@@ -32,10 +32,15 @@ The edge vector from receiver i to sender j is ``positions[j] - positions[i] + s
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from mlff.errors import InputError  # noqa: F401 - raised here, re-exported for callers
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 POSITIONS = "positions"  # [N, 3] float, A
 ATOMIC_NUMBERS = "atomic_numbers"  # [N] int64
@@ -65,13 +70,6 @@ GRAPH_KEYS = (CELL, PBC, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_W
 EDGE_KEYS = (UNIT_SHIFTS, SHIFTS)
 
 Graph = Dict[str, Tensor]
-
-
-class InputError(ValueError):
-    """Bad structural input (NaN positions, overlapping atoms, degenerate cell, ...).
-
-    The message names the problem and how to fix it.
-    """
 
 
 def validate_structure(
@@ -143,15 +141,26 @@ def edge_vectors(graph: Graph) -> Tensor:
 
 
 def compute_shifts(unit_shifts: Tensor, cell: Tensor, edge_graph: Tensor) -> Tensor:
-    """Cartesian shifts ``[E, 3]`` from integer ``unit_shifts`` ``[E, 3]``, the batch's cells
-    ``[B, 3, 3]`` and each edge's graph index ``[E]``. Differentiable in ``cell`` (for stress)."""
+    """Cartesian shifts ``unit_shifts @ cell[edge_graph]`` (A) of the senders' cell images.
+
+    Args:
+        unit_shifts: ``[E, 3]`` integer cell images.
+        cell: the batch's cells ``[B, 3, 3]`` (A), or ``[M, B, 3, 3]`` for M copies (the
+            Potential's per-member strained cells).
+        edge_graph: ``[E]`` graph index of each edge.
+
+    Returns:
+        ``[E, 3]`` (or ``[M, E, 3]``) in ``cell``'s dtype; differentiable in ``cell`` (stress).
+    """
+    if cell.dim() == 4:
+        return torch.einsum("ei,meij->mej", unit_shifts.to(cell.dtype), cell[:, edge_graph])
     return torch.einsum("ei,eij->ej", unit_shifts.to(cell.dtype), cell[edge_graph])
 
 
 def build_graph(
     positions: Tensor,
     atomic_numbers: Tensor,
-    cutoff: float,
+    r_cut: float,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
     species: Optional[Tensor] = None,
@@ -160,7 +169,7 @@ def build_graph(
     """A single graph with its neighbour list.
 
     Args:
-        positions: ``[N, 3]`` (A). atomic_numbers: ``[N]``. cutoff: A.
+        positions: ``[N, 3]`` (A). atomic_numbers: ``[N]``. r_cut: neighbour cutoff (A).
         cell: ``[3, 3]`` (A) or None. pbc: ``[3]`` bool or None (non-periodic).
         species: ``[N]`` species indices, if the caller has a model's element list.
         backend: neighbour-list backend, see :mod:`mlff.neighbors`.
@@ -171,8 +180,9 @@ def build_graph(
     cell_ = torch.zeros(3, 3, dtype=dtype, device=device) if cell is None else cell.to(dtype)
     pbc_ = torch.zeros(3, dtype=torch.bool, device=device) if pbc is None else pbc.to(torch.bool)
     validate_structure(positions, cell_, pbc_)
-    edge_index, unit_shifts = neighbor_list(positions, cutoff, cell_, pbc_, backend=backend)
+    edge_index, unit_shifts = neighbor_list(positions, r_cut, cell_, pbc_, backend=backend)
     n = positions.shape[0]
+    one_graph = torch.zeros(unit_shifts.shape[0], dtype=torch.long, device=device)
     graph: Graph = {
         POSITIONS: positions,
         ATOMIC_NUMBERS: atomic_numbers.to(torch.long),
@@ -180,13 +190,48 @@ def build_graph(
         PBC: pbc_.unsqueeze(0),
         EDGE_INDEX: edge_index,
         UNIT_SHIFTS: unit_shifts,
-        SHIFTS: unit_shifts.to(dtype) @ cell_,
+        SHIFTS: compute_shifts(unit_shifts, cell_.unsqueeze(0), one_graph),
         BATCH: torch.zeros(n, dtype=torch.long, device=device),
         PTR: torch.tensor([0, n], dtype=torch.long, device=device),
     }
     if species is not None:
         graph[SPECIES] = species.to(torch.long)
     return graph
+
+
+def atoms_to_graph(
+    atoms: "Atoms",
+    r_cut: float,
+    elements: Optional[Sequence[int]] = None,
+    dtype: torch.dtype = torch.float64,
+    backend: str = "vesin",
+) -> Graph:
+    """The graph of an ASE structure, without targets (see
+    :func:`mlff.data.dataset.labelled_graph` for training frames).
+
+    Args:
+        atoms: the structure (positions and cell in A).
+        r_cut: neighbour cutoff (A).
+        elements: the model's atomic numbers, in species-index order; sets ``species``.
+        dtype: float dtype of positions and cell.
+        backend: neighbour-list backend, see :mod:`mlff.neighbors`.
+
+    Raises:
+        InputError: bad structure (see :func:`validate_structure`) or an element not in
+            ``elements``.
+    """
+    import numpy as np
+
+    species = None if elements is None else species_of(atoms.numbers, elements)
+    return build_graph(
+        torch.tensor(np.asarray(atoms.positions), dtype=dtype),
+        torch.tensor(np.asarray(atoms.numbers), dtype=torch.long),
+        r_cut,
+        cell=torch.tensor(atoms.cell.array, dtype=dtype),
+        pbc=torch.tensor(atoms.pbc, dtype=torch.bool),
+        species=species,
+        backend=backend,
+    )
 
 
 def collate(graphs: Sequence[Graph]) -> Graph:
@@ -233,3 +278,22 @@ def atoms_per_graph(graph: Graph) -> Tensor:
 def num_graphs(graph: Graph) -> int:
     """Number of graphs B in a (batched) graph."""
     return int(graph[CELL].shape[0])
+
+
+def species_of(numbers: Sequence[int], elements: Sequence[int]) -> Tensor:
+    """Species indices ``[N]`` int64 of atomic numbers ``numbers`` for a model whose atomic
+    numbers, in species-index order, are ``elements``.
+
+    Raises:
+        InputError: naming the unknown element(s) and listing the model's elements.
+    """
+    from ase.data import chemical_symbols
+
+    lookup = {int(z): k for k, z in enumerate(elements)}
+    unknown = sorted({int(z) for z in numbers if int(z) not in lookup})
+    if unknown:
+        raise InputError(
+            f"element(s) {[chemical_symbols[z] for z in unknown]} not in the model, which knows "
+            f"{[chemical_symbols[int(z)] for z in elements]}; use a model trained on these elements"
+        )
+    return torch.tensor([lookup[int(z)] for z in numbers], dtype=torch.long)

@@ -2,25 +2,35 @@
 
 ``{"format": "mlff-model", "version": 2, "model_type": str, "config": dict, "state_dict": dict,
 "std_scale": float, "metadata": dict}`` (``std_scale``: the recalibration factor of ensemble
-standard deviations, 1.0 for single models). No pickled modules, so loading a model file can never run code. Metadata
-records elements, E0s, units and training provenance. Older versions get explicit migrations in
-:data:`MIGRATIONS`.
+standard deviations, 1.0 for single models). No pickled modules, so loading a model file can
+never run code. Metadata records elements, E0s, units and training provenance. Older versions
+are upgraded on load by the migrations of :mod:`mlff.model_migrations` (1 -> 2); a file that is
+not a model, cannot be read or is newer than this mlff is a :class:`~mlff.errors.ModelFileError`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
+
+from mlff.atomic import atomic_path
+from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
+from mlff.errors import ModelFileError
+from mlff.model_migrations import MIGRATIONS
 from mlff.models.potential import Potential
 from mlff.models.registry import build_model, model_type_of
 
+#: The shipped default model, relative to the assets directory (:mod:`mlff.assets_path`).
+DEFAULT_MODEL = "models/mace_organic_gfn2_ensemble.pt"
+
+#: What every adapter accepts as a model: a model file path, ``"default"`` or a Potential.
+ModelLike = Union[str, os.PathLike, Potential]
+
 FORMAT = "mlff-model"
 VERSION = 2
-#: version -> function upgrading a file dict of that version to version + 1.
-MIGRATIONS: Dict[int, Callable[[dict], dict]] = {}
 
 
 def save_model(
@@ -43,10 +53,8 @@ def save_model(
             **(metadata or {}),
         },
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def load_model(path: Union[str, os.PathLike], device: str = "cpu") -> Potential:
@@ -57,25 +65,130 @@ def load_model(path: Union[str, os.PathLike], device: str = "cpu") -> Potential:
 def load_model_with_metadata(
     path: Union[str, os.PathLike], device: str = "cpu"
 ) -> Tuple[Potential, Dict[str, object]]:
-    """Like :func:`load_model`, also returning the file's metadata dict."""
+    """Like :func:`load_model`, also returning the file's metadata dict.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ModelFileError: not an mlff model file (foreign, truncated, pickled code), a version
+            with no migration, or a version newer than this mlff; the message says what to do.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    data = torch.load(path, map_location=device, weights_only=True)
+    try:
+        data = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ModelFileError(
+            f"{path} cannot be read as an mlff model file (a torch file of plain data): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mlff model file (no 'format: {FORMAT}' entry)")
+        raise ModelFileError(
+            f"{path} is not an mlff model file (no 'format: {FORMAT}' entry); model files are "
+            "written by `mlff train` or mlff.io.save_model"
+        )
     version = int(data.get("version", 0))
-    while version < VERSION:
-        if version not in MIGRATIONS:
-            raise ValueError(f"{path}: no migration from model file version {version}")
-        data = MIGRATIONS[version](data)
-        version = int(data["version"])
     if version > VERSION:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} has model file version {version}, newer than this mlff ({VERSION}); upgrade mlff"
         )
+    while version < VERSION:
+        if version not in MIGRATIONS:
+            raise ModelFileError(
+                f"{path} has model file version {version}, which this mlff cannot upgrade "
+                f"(migrations exist from versions {sorted(MIGRATIONS)}); load it with the mlff "
+                "that wrote it and save it again, or retrain it with `mlff train`"
+            )
+        try:
+            data = MIGRATIONS[version](data)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise ModelFileError(f"{path}: {exc}") from exc
+            raise ModelFileError(
+                f"{path}: upgrading model file version {version} failed ({type(exc).__name__}: "
+                f"{exc}); the file is damaged or was not written by a released mlff"
+            ) from exc
+        version = int(data["version"])
     model = build_model(data["model_type"], data["config"])
     model.load_state_dict(data["state_dict"], strict=True)
     potential = Potential(model, std_scale=float(data.get("std_scale", 1.0))).to(device)
     potential.eval()
     return potential, dict(data.get("metadata", {}))
+
+
+# --------------------------------------------------------------------------------------------
+# a model argument (path, "default" or Potential) -> Potential; used by every adapter
+# --------------------------------------------------------------------------------------------
+
+
+def default_model_path() -> Path:
+    """Path of the shipped default model.
+
+    Raises:
+        FileNotFoundError: when this installation does not ship it (with the fix).
+    """
+    from mlff.assets_path import asset
+
+    try:
+        return asset(DEFAULT_MODEL)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL!r} is not shipped with this installation of mlff; "
+            "pass the path of a model file instead (for example one written by `mlff train`)"
+        ) from None
+
+
+def model_path(model: Union[str, os.PathLike]) -> Path:
+    """``"default"`` -> the shipped default model's path; any other path unchanged."""
+    return default_model_path() if str(model) == "default" else Path(model)
+
+
+def clone_potential(potential: Potential, dtype: Optional[torch.dtype] = None) -> Potential:
+    """A fresh Potential rebuilt from ``potential``'s config and weights (optionally in another
+    dtype), on the same device and in eval mode.
+
+    Rebuilding (rather than ``copy.deepcopy``, which fails on TorchScript functions inside e3nn
+    modules, or ``.to(dtype)``) computes e3nn's constants in the target dtype: casting a float32
+    model to float64 would keep constants rounded to 1e-7.
+    """
+    model = potential.model
+    config = dict(model.config.to_dict())
+    if dtype is not None:
+        config["dtype"] = dtype_name(dtype)
+    new_model = build_model(model_type_of(model), config)
+    new_model.load_state_dict(model.state_dict(), strict=True)
+    new = Potential(new_model, std_scale=float(potential.std_scale))
+    return new.to(next(model.parameters()).device).eval()
+
+
+def with_dtype(potential: Potential, dtype: torch.dtype) -> Potential:
+    """``potential`` itself when already in ``dtype``, else a rebuilt copy in ``dtype``."""
+    if potential.model_dtype == dtype:
+        return potential
+    return clone_potential(potential, dtype)
+
+
+def resolve_model(
+    model: ModelLike, device: Union[str, torch.device] = "cpu", dtype: DTypeLike = None
+) -> Potential:
+    """A model argument -> :class:`Potential` in eval mode on ``device``.
+
+    Args:
+        model: a model file path, ``"default"`` (the shipped model) or a :class:`Potential`
+            (used as is, not copied, when device and dtype already match).
+        device: torch device. dtype: ``None`` keeps the model's dtype.
+    """
+    if isinstance(model, Potential):
+        potential = model
+    elif isinstance(model, (str, os.PathLike)):
+        potential = load_model(model_path(model))
+    else:
+        raise TypeError(
+            f"model must be a model file path, 'default' or an mlff Potential, got {type(model).__name__}"
+        )
+    target = parse_dtype(dtype)
+    if target is not None:
+        potential = with_dtype(potential, target)
+    potential = potential.to(torch.device(device))
+    potential.eval()
+    return potential

@@ -5,7 +5,7 @@ convention of :mod:`mlff.graph`:
 
 - ``edge_index`` ``[2, E]`` int64: row 0 is the sender ``j``, row 1 the receiver ``i``;
 - ``unit_shifts`` ``[E, 3]`` int64: the cell image of the sender, so that the edge vector is
-  ``positions[j] - positions[i] + unit_shifts @ cell`` (Angstrom) and ``|vector| < cutoff``.
+  ``positions[j] - positions[i] + unit_shifts @ cell`` (Angstrom) and ``|vector| < r_cut``.
 
 Backends:
 
@@ -16,9 +16,9 @@ Backends:
     :func:`torch_neighbor_list`, pure PyTorch and TorchScript-able, written by hand because a
     deployed model (OpenMM TorchForce) must build its graph inside a TorchScript module without
     extra compiled libraries. It is a sort-based cell list: atoms are wrapped into the cell,
-    periodic images within ``cutoff`` of the cell are added explicitly (so cells smaller than
-    twice the cutoff work), points are binned on a Cartesian grid with bins no smaller than the
-    cutoff, and candidates come from the 27 adjacent bins. Cost is O(N log N) from the sort and
+    periodic images within ``r_cut`` of the cell are added explicitly (so cells smaller than
+    twice ``r_cut`` work), points are binned on a Cartesian grid with bins no smaller than
+    ``r_cut``, and candidates come from the 27 adjacent bins. Cost is O(N log N) from the sort and
     otherwise linear in N; memory is bounded by processing receivers in chunks.
 
 Both handle non-periodic systems, any triclinic cell, mixed periodicity and small cells.
@@ -83,7 +83,7 @@ def _complete_basis(cell: Tensor, pbc: Tensor) -> Tensor:
 
 def torch_neighbor_list(
     positions: Tensor,
-    cutoff: float,
+    r_cut: float,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
     max_pairs_per_chunk: int = DEFAULT_MAX_PAIRS_PER_CHUNK,
@@ -92,7 +92,7 @@ def torch_neighbor_list(
 
     Args:
         positions: ``[N, 3]`` Cartesian positions (A), float32 or float64.
-        cutoff: pairs with distance strictly below this (A) are returned.
+        r_cut: pairs with distance strictly below this (A) are returned.
         cell: ``[3, 3]`` cell with lattice vectors as rows (A); may be zero or ``None`` when
             nothing is periodic.
         pbc: ``[3]`` bool periodicity flags; ``None`` means non-periodic.
@@ -129,10 +129,10 @@ def torch_neighbor_list(
     wrap = torch.floor(frac) * pbc_f  # [N, 3]
     frac_wrapped = frac - wrap
 
-    # Halo thickness in fractional units: cutoff / (distance between opposite faces).
+    # Halo thickness in fractional units: r_cut / (distance between opposite faces).
     recip_norm = torch.linalg.norm(inv_basis, dim=0)  # [3], |reciprocal vector k|
     margin = 1e-6
-    halo = (cutoff * recip_norm + margin) * pbc_f
+    halo = (r_cut * recip_norm + margin) * pbc_f
     n_img = torch.ceil(halo).to(torch.long)
 
     rx = torch.arange(-int(n_img[0]), int(n_img[0]) + 1, device=device)
@@ -154,12 +154,12 @@ def torch_neighbor_list(
     recv_unit = -wrap.to(torch.long)  # wrapped receivers
     recv_pos = positions + recv_unit.to(dtype) @ cell_
 
-    # Cartesian bins no smaller than the cutoff.
+    # Cartesian bins no smaller than r_cut.
     lo = torch.minimum(point_pos.min(dim=0).values, recv_pos.min(dim=0).values)
     hi = torch.maximum(point_pos.max(dim=0).values, recv_pos.max(dim=0).values)
     extent = hi - lo
-    n_bins = torch.clamp(torch.floor(extent / (cutoff * (1.0 + 1e-6))), min=1.0).to(torch.long)
-    bin_size = torch.clamp(extent / n_bins.to(dtype), min=cutoff)
+    n_bins = torch.clamp(torch.floor(extent / (r_cut * (1.0 + 1e-6))), min=1.0).to(torch.long)
+    bin_size = torch.clamp(extent / n_bins.to(dtype), min=r_cut)
     strides = torch.stack([n_bins[1] * n_bins[2], n_bins[2], torch.ones_like(n_bins[2])])
 
     point_bin3 = torch.minimum(torch.floor((point_pos - lo) / bin_size).to(torch.long), n_bins - 1)
@@ -177,7 +177,7 @@ def torch_neighbor_list(
         ),
         dim=-1,
     ).reshape(27, 3)
-    cutoff2 = cutoff * cutoff
+    r_cut2 = r_cut * r_cut
 
     # Per receiver: the 27 neighbouring bins, their ranges in the sorted order.
     nb3 = recv_bin3.unsqueeze(1) + offsets.unsqueeze(0)  # [N, 27, 3]
@@ -210,7 +210,7 @@ def torch_neighbor_list(
         recv = torch.div(run, 27, rounding_mode="floor") + c0
         vec = sorted_pos[sorted_point] - recv_pos[recv]
         d2 = (vec * vec).sum(dim=1)
-        keep_pair = d2 < cutoff2
+        keep_pair = d2 < r_cut2
         sorted_point = sorted_point[keep_pair]
         recv = recv[keep_pair]
         point = order[sorted_point]
@@ -232,7 +232,7 @@ def torch_neighbor_list(
 
 def vesin_neighbor_list(
     positions: Tensor,
-    cutoff: float,
+    r_cut: float,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
@@ -249,7 +249,7 @@ def vesin_neighbor_list(
             torch.zeros(2, 0, dtype=torch.long, device=device),
             torch.zeros(0, 3, dtype=torch.long, device=device),
         )
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = vesin.NeighborList(cutoff=float(r_cut), full_list=True)
     i, j, s = calculator.compute(points=pos, box=box, periodic=periodic, quantities="ijS")
     edge_index = torch.from_numpy(np.stack([j, i]).astype(np.int64)).to(device)
     unit_shifts = torch.from_numpy(np.asarray(s, dtype=np.int64)).to(device)
@@ -258,7 +258,7 @@ def vesin_neighbor_list(
 
 def neighbor_list(
     positions: Tensor,
-    cutoff: float,
+    r_cut: float,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
     backend: str = "vesin",
@@ -267,40 +267,11 @@ def neighbor_list(
 
     See :func:`torch_neighbor_list` for shapes and conventions.
     """
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be positive, got {cutoff}")
+    if not r_cut > 0:
+        raise ValueError(f"r_cut must be positive, got {r_cut}")
     if backend == "vesin":
-        return vesin_neighbor_list(positions, cutoff, cell, pbc)
+        return vesin_neighbor_list(positions, r_cut, cell, pbc)
     if backend == "torch":
-        return torch_neighbor_list(positions, cutoff, cell, pbc)
+        return torch_neighbor_list(positions, r_cut, cell, pbc)
     raise ValueError(f"unknown neighbour-list backend {backend!r}; valid backends: {BACKENDS}")
 
-
-def batched_neighbor_list(
-    positions: Tensor,
-    batch: Tensor,
-    cell: Tensor,
-    pbc: Tensor,
-    cutoff: float,
-    backend: str = "vesin",
-) -> Tuple[Tensor, Tensor]:
-    """Neighbour list of a batch of structures (edges never cross structures).
-
-    Args:
-        positions: ``[N, 3]`` (A). batch: ``[N]`` graph index of each atom, sorted ascending.
-        cell: ``[B, 3, 3]`` (A). pbc: ``[B, 3]`` bool. cutoff: A.
-
-    Returns:
-        ``edge_index`` ``[2, E]`` with global atom indices and ``unit_shifts`` ``[E, 3]``.
-    """
-    n_graphs = cell.shape[0]
-    counts = torch.bincount(batch, minlength=n_graphs)
-    ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    edges: List[Tensor] = []
-    shifts: List[Tensor] = []
-    for g in range(n_graphs):
-        a, b = int(ptr[g]), int(ptr[g + 1])
-        ei, us = neighbor_list(positions[a:b], cutoff, cell[g], pbc[g], backend=backend)
-        edges.append(ei + a)
-        shifts.append(us)
-    return torch.cat(edges, dim=1), torch.cat(shifts, dim=0)

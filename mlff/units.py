@@ -18,6 +18,9 @@ EV_TO_KCAL_PER_MOL: float = float(_ase_units.eV / (_ase_units.kcal / _ase_units.
 #: 1 kcal/mol expressed in eV.
 KCAL_PER_MOL_TO_EV: float = 1.0 / EV_TO_KCAL_PER_MOL
 
+#: 1 kcal expressed in kJ (thermochemical calorie, as ASE and OpenMM use).
+KJ_PER_KCAL: float = float(_ase_units.kcal / _ase_units.kJ)
+
 #: 1 Angstrom expressed in nm.
 ANGSTROM_TO_NM: float = float(_ase_units.Angstrom / _ase_units.nm)
 #: 1 nm expressed in Angstrom.
@@ -27,6 +30,10 @@ NM_TO_ANGSTROM: float = 1.0 / ANGSTROM_TO_NM
 FS_TO_PS: float = 1.0e-3
 #: 1 ps expressed in fs.
 PS_TO_FS: float = 1.0e3
+#: 1 fs expressed in ns.
+FS_TO_NS: float = 1.0e-6
+#: seconds in a day (for ns/day).
+SECONDS_PER_DAY: float = 86400.0
 #: 1 fs in ASE's internal time unit (pass to ase.md integrators).
 FS_ASE: float = float(_ase_units.fs)
 
@@ -40,7 +47,12 @@ EV_PER_A3_TO_GPA: float = float(1.0 / _ase_units.GPa)
 #: Pressure: 1 bar expressed in eV/A^3.
 BAR_TO_EV_PER_A3: float = float(_ase_units.bar)
 
+#: Density: 1 amu/A^3 expressed in g/cm^3 (ASE's amu in kg; 1 kg = 1e3 g, 1 A^3 = 1e-24 cm^3).
+AMU_PER_A3_TO_G_PER_CM3: float = float(_ase_units._amu) * 1.0e3 / 1.0e-24
+
 #: Boltzmann constant in eV/K.
 KB_EV_PER_K: float = float(_ase_units.kB)
+#: Boltzmann constant in kJ/mol/K.
+KB_KJ_PER_MOL_PER_K: float = float(_ase_units.kB) * EV_TO_KJ_PER_MOL
 #: Hartree in eV.
 HARTREE_TO_EV: float = float(_ase_units.Hartree)

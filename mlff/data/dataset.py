@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from mlff import graph as G
-from mlff.graph import Graph, InputError
+from mlff.graph import Graph, InputError, atoms_to_graph
 
 
 @dataclass(frozen=True)
@@ -149,45 +149,25 @@ def read_frames(path: Union[str, Path], index: str = ":") -> List[Atoms]:
     return frames if isinstance(frames, list) else [frames]
 
 
-def atoms_to_graph(
+def labelled_graph(
     atoms: Atoms,
-    cutoff: float,
-    keys: Optional[DataKeys] = None,
+    r_cut: float,
+    keys: DataKeys,
     elements: Optional[Sequence[int]] = None,
     dtype: torch.dtype = torch.float64,
     backend: str = "vesin",
 ) -> Graph:
-    """One frame -> graph with targets (missing targets get zeros and a zero ``*_weight``).
+    """One frame -> graph (:func:`mlff.graph.atoms_to_graph`) with targets: ``energy`` ``[1]``
+    (eV), ``forces`` ``[N, 3]`` (eV/A), ``stress`` ``[1, 3, 3]`` (eV/A^3) and the ``*weight``
+    keys, all float64; missing targets get zeros and a zero ``*_weight``.
 
     Args:
-        atoms: the structure. cutoff: neighbour cutoff (A).
-        keys: where targets live; ``None`` reads no targets.
+        atoms: the structure. r_cut: neighbour cutoff (A).
+        keys: where targets live.
         elements: the model's atomic numbers, in species-index order; sets ``species``.
         dtype: float dtype of positions and cell (targets are always float64).
     """
-    positions = torch.tensor(np.asarray(atoms.positions), dtype=dtype)
-    numbers = torch.tensor(np.asarray(atoms.numbers), dtype=torch.long)
-    species = None
-    if elements is not None:
-        lookup = {int(z): k for k, z in enumerate(elements)}
-        try:
-            species = torch.tensor([lookup[int(z)] for z in atoms.numbers], dtype=torch.long)
-        except KeyError as exc:
-            raise InputError(
-                f"element {chemical_symbols[int(exc.args[0])]} is not in the model, which knows "
-                f"{[chemical_symbols[int(z)] for z in elements]}"
-            ) from None
-    g = G.build_graph(
-        positions,
-        numbers,
-        cutoff,
-        cell=torch.tensor(atoms.cell.array, dtype=dtype),
-        pbc=torch.tensor(atoms.pbc, dtype=torch.bool),
-        species=species,
-        backend=backend,
-    )
-    if keys is None:
-        return g
+    g = atoms_to_graph(atoms, r_cut, elements, dtype, backend)
     f64 = torch.float64
     energy = get_energy(atoms, keys.energy)
     forces = get_forces(atoms, keys.forces)
@@ -211,7 +191,7 @@ class GraphDataset(torch.utils.data.Dataset):
 
     Args:
         paths: data files (extxyz or anything ase.io reads).
-        cutoff: neighbour cutoff (A).
+        r_cut: neighbour cutoff (A).
         keys: where targets live.
         elements: the model's atomic numbers (species order); default: all elements found.
         require: targets every frame must have (subset of "energy", "forces", "stress").
@@ -221,7 +201,7 @@ class GraphDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         paths: Union[str, Path, Sequence[Union[str, Path]]],
-        cutoff: float,
+        r_cut: float,
         keys: DataKeys = DataKeys(),
         elements: Optional[Sequence[int]] = None,
         require: Sequence[str] = ("energy", "forces"),
@@ -242,7 +222,7 @@ class GraphDataset(torch.utils.data.Dataset):
         for atoms, (path, k) in zip(self.frames, self.sources):
             validate_frame(atoms, keys, f"{path}, frame {k}", self.elements, require)
         self.graphs: List[Graph] = [
-            atoms_to_graph(a, cutoff, keys, self.elements, dtype) for a in self.frames
+            labelled_graph(a, r_cut, keys, self.elements, dtype) for a in self.frames
         ]
 
     def __len__(self) -> int:
@@ -273,10 +253,3 @@ def batches(
     for start in range(0, len(order), batch_size):
         yield G.collate([dataset[int(k)] for k in order[start : start + batch_size]])
 
-
-def species_counts(frames: Sequence[Atoms]) -> Dict[str, int]:
-    """Atoms per element symbol over ``frames``."""
-    from collections import Counter
-
-    c = Counter(chemical_symbols[int(z)] for a in frames for z in a.numbers)
-    return dict(c)

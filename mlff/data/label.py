@@ -26,35 +26,15 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from ase import Atoms
 
-from mlff.atomic import atomic_write_text
+from mlff.atomic import atomic_write_extxyz, atomic_write_text
+from mlff.data.label_settings import METHODS, LabelSettings  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
-
-
-@dataclass(frozen=True)
-class LabelSettings:
-    """How frames are labelled. Keys name where results are stored in the output extxyz."""
-
-    method: str = "GFN2-xTB"
-    accuracy: float = 1.0
-    electronic_temperature: float = 300.0
-    max_iterations: int = 250
-    energy_key: str = "energy_xtb"
-    forces_key: str = "forces_xtb"
-    stress_key: str = "stress_xtb"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown labelling method {self.method!r}; valid methods: {METHODS}")
-        if not self.accuracy > 0:
-            raise ValueError(f"accuracy must be positive, got {self.accuracy}")
 
 
 def _software_versions() -> str:
@@ -153,18 +133,6 @@ def _hash_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
-    """Write ``frames`` to ``path`` through a temporary file and a rename (never half-written)."""
-    import ase.io
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    ase.io.write(tmp, list(frames), format="extxyz")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from ase import Atoms
 
+from mlff.defaults import DEFAULT_R_CUT
+
 logger = logging.getLogger(__name__)
 
 #: FreeSolv molecules used by the free-energy work: name -> ase.build.molecule name or asset file.
@@ -106,7 +108,8 @@ NM_TEMPERATURES = (300.0, 600.0, 1000.0)
 def _sample_task(args: Tuple[MoleculeSpec, str, str, int]) -> Tuple[str, int, float]:
     os.environ["OMP_NUM_THREADS"] = "1"
     spec, assets, out_path, seed = args
-    from mlff.data.label import LabelSettings, atomic_write_extxyz, make_calculator
+    from mlff.atomic import atomic_write_extxyz
+    from mlff.data.label import LabelSettings, make_calculator
     from mlff.data.sampling import INFO_MOLECULE, load_molecule, sample_molecule
 
     t0 = time.time()
@@ -208,7 +211,8 @@ def build(
     import ase.io
 
     from mlff.assets_path import assets_dir
-    from mlff.data.label import LabelSettings, atomic_write_extxyz, label_file
+    from mlff.atomic import atomic_write_extxyz
+    from mlff.data.label import LabelSettings, label_file
     from mlff.data.statistics import dataset_statistics
 
     t0 = time.time()
@@ -243,7 +247,7 @@ def build(
         [f for fs in parts.values() for f in fs],
         energy_key=settings.energy_key,
         forces_key=settings.forces_key,
-        cutoff=5.0,
+        r_cut=DEFAULT_R_CUT,
     )
     stats["splits"] = {name: len(fs) for name, fs in parts.items()}
     stats["molecules"] = {

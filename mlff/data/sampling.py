@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from mlff.units import FS_ASE, KB_EV_PER_K
+from mlff.units import FS_ASE, FS_TO_PS, KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +123,14 @@ def md_frames(
     n_frames: int,
     stride: int = 40,
     timestep_fs: float = 0.5,
-    friction_per_fs: float = 0.01,
+    friction_per_ps: float = 10.0,
     equilibration_steps: int = 400,
     seed: int = 0,
     max_restarts: int = 3,
 ) -> List[Atoms]:
-    """Frames from Langevin MD (ASE) at ``temperature_K``, one every ``stride`` steps.
+    """Frames from Langevin MD (ASE) at ``temperature_K``, one every ``stride`` steps of
+    ``timestep_fs``, after ``equilibration_steps``; ``friction_per_ps`` is the Langevin friction
+    (1/ps, the unit the MD workflows use).
 
     If the bonding graph changes, the trajectory restarts from ``atoms`` with fresh velocities
     (at most ``max_restarts`` times); rejected frames are never returned.
@@ -151,7 +153,7 @@ def md_frames(
             work,
             timestep=timestep_fs * FS_ASE,
             temperature_K=temperature_K,
-            friction=friction_per_fs / FS_ASE,
+            friction=friction_per_ps * FS_TO_PS / FS_ASE,
             fixcm=False,
             rng=rng,
         )
@@ -169,8 +171,9 @@ def md_frames(
     return frames
 
 
-def hessian(atoms: Atoms, calc: Calculator, delta: float = 0.005) -> np.ndarray:
-    """Cartesian Hessian ``[3N, 3N]`` (eV/A^2) by central differences of the forces.
+def hessian(atoms: Atoms, calc: Calculator, delta_A: float = 0.005) -> np.ndarray:
+    """Cartesian Hessian ``[3N, 3N]`` (eV/A^2) by central differences of the forces, with
+    displacements of ``delta_A`` (A).
 
     Written here (6N force calls) rather than through ``ase.vibrations`` to avoid its on-disk
     cache, which collides when several processes sample at once.
@@ -183,14 +186,14 @@ def hessian(atoms: Atoms, calc: Calculator, delta: float = 0.005) -> np.ndarray:
     for a in range(n):
         for d in range(3):
             plus = pos0.copy()
-            plus[a, d] += delta
+            plus[a, d] += delta_A
             work.positions = plus
             f_plus = work.get_forces().reshape(-1)
             minus = pos0.copy()
-            minus[a, d] -= delta
+            minus[a, d] -= delta_A
             work.positions = minus
             f_minus = work.get_forces().reshape(-1)
-            h[3 * a + d] = -(f_plus - f_minus) / (2 * delta)
+            h[3 * a + d] = -(f_plus - f_minus) / (2 * delta_A)
     return 0.5 * (h + h.T)
 
 
@@ -238,13 +241,13 @@ def normal_mode_frames(
 
 
 def random_displacement_frames(
-    atoms: Atoms, sigma: float, n_frames: int, seed: int = 0
+    atoms: Atoms, sigma_A: float, n_frames: int, seed: int = 0
 ) -> List[Atoms]:
-    """Frames with independent Gaussian displacements of width ``sigma`` (A) on every atom,
+    """Frames with independent Gaussian displacements of width ``sigma_A`` (A) on every atom,
     rejected when the bonding graph changes."""
     rng = np.random.default_rng(seed)
     return _displaced_frames(
-        atoms, lambda: rng.normal(scale=sigma, size=atoms.positions.shape), n_frames,
+        atoms, lambda: rng.normal(scale=sigma_A, size=atoms.positions.shape), n_frames,
         "random_displacement", None,
     )
 

@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from mlff.data.dataset import get_energy, get_forces
+from mlff.defaults import DEFAULT_R_CUT
 
 
 def is_isolated_atom(atoms: Atoms) -> bool:
@@ -91,8 +92,8 @@ def force_components_squared(frames: Sequence[Atoms], forces_key: str) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(1)
 
 
-def average_num_neighbors(frames: Sequence[Atoms], cutoff: float) -> float:
-    """Mean number of neighbours within ``cutoff`` (A) per atom, over all atoms of ``frames``."""
+def average_num_neighbors(frames: Sequence[Atoms], r_cut: float) -> float:
+    """Mean number of neighbours within ``r_cut`` (A) per atom, over all atoms of ``frames``."""
     import torch
 
     from mlff.neighbors import vesin_neighbor_list
@@ -102,7 +103,7 @@ def average_num_neighbors(frames: Sequence[Atoms], cutoff: float) -> float:
     for f in frames:
         ei, _ = vesin_neighbor_list(
             torch.from_numpy(np.asarray(f.positions, dtype=np.float64)),
-            cutoff,
+            r_cut,
             torch.from_numpy(np.asarray(f.cell.array, dtype=np.float64)),
             torch.from_numpy(np.asarray(f.pbc)),
         )
@@ -115,7 +116,7 @@ def dataset_statistics(
     frames: Sequence[Atoms],
     energy_key: str = "energy",
     forces_key: str = "forces",
-    cutoff: float = 5.0,
+    r_cut: float = DEFAULT_R_CUT,
 ) -> Dict[str, object]:
     """Summary of a labelled dataset (JSON-serialisable).
 
@@ -123,7 +124,8 @@ def dataset_statistics(
     count), e0s_eV (symbol -> E0; empty with the reason in e0_note when the data do not
     determine them), e0_source, interaction_energy_per_atom_eV (mean/std after E0
     subtraction, molecules only), force_rms_eV_per_A, force_max_eV_per_A, avg_num_neighbors and
-    the cutoff it was computed at, config sources (sample_method x temperature counts).
+    avg_num_neighbors_cutoff_A (``r_cut``, the cutoff it was computed at), config sources
+    (sample_method x temperature counts).
     """
     frames = list(frames)
     sizes = np.array([len(f) for f in frames])
@@ -159,7 +161,7 @@ def dataset_statistics(
         },
         "force_rms_eV_per_A": float(np.sqrt(all_f2.mean())),
         "force_max_eV_per_A": float(np.sqrt(all_f2.max())),
-        "avg_num_neighbors": average_num_neighbors(molecules, cutoff),
-        "avg_num_neighbors_cutoff_A": cutoff,
+        "avg_num_neighbors": average_num_neighbors(molecules, r_cut),
+        "avg_num_neighbors_cutoff_A": r_cut,
         "sources": dict(sorted(sources.items())),
     }

@@ -25,12 +25,12 @@ import torch
 from e3nn import o3
 from torch import Tensor, nn
 
+from mlff.defaults import DEFAULT_R_CUT
+from mlff.dtypes import DTYPES
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class MACEConfig:
     max_L: int = 1
     max_ell: int = 3
     correlation: int = 3
-    r_cut: float = 5.0
+    r_cut: float = DEFAULT_R_CUT
     num_interactions: int = 2
     num_bessel: int = 8
     cutoff_p: int = 5

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from mlff import graph as G
+from mlff.allocator import tune_once
 
 
 class Potential(nn.Module):
@@ -34,10 +35,13 @@ class Potential(nn.Module):
 
     def __init__(self, model: nn.Module, std_scale: float = 1.0) -> None:
         super().__init__()
+        tune_once()  # large CPU tensors reused, not page-faulted in (mlff.allocator)
         self.model = model
         self.model_dtype: torch.dtype = next(model.parameters()).dtype
         self.r_cut = float(model.r_cut)
         self.num_members = int(model.num_members)
+        #: atomic numbers in species-index order
+        self.elements = [int(z) for z in model.config.elements]
         # recalibration factor of ensemble standard deviations (fitted on validation data)
         self.register_buffer("std_scale", torch.tensor(float(std_scale), dtype=torch.float64))
 
@@ -73,7 +77,7 @@ class Potential(nn.Module):
             positions_s = pos_m
             cell_s = cell.unsqueeze(0)
         edge_graph = batch[edge_index[1]]
-        shifts = torch.einsum("ei,meij->mej", unit_shifts.to(cell_s.dtype), cell_s[:, edge_graph])
+        shifts = G.compute_shifts(unit_shifts, cell_s, edge_graph)  # [M, E, 3]
         p = positions_s.to(self.model_dtype)
         vectors = (p[:, edge_index[0]] - p[:, edge_index[1]] + shifts.to(self.model_dtype))
         energies_m = self.model(graph[G.SPECIES], edge_index, vectors)  # [N, M] float64

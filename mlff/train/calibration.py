@@ -19,11 +19,12 @@ is taken to be ``N(prediction, sigma^2)``:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+
+from mlff.atomic import atomic_savefig
 from scipy import special, stats
 
 #: floor on sigma (eV/A) so that identical members do not give infinite likelihoods
@@ -163,8 +164,4 @@ def plot_calibration(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_savefig(fig, path)

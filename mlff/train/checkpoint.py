@@ -16,6 +16,8 @@ from typing import Dict, Optional, Union
 import numpy as np
 import torch
 
+from mlff.atomic import atomic_path
+
 
 def rng_state() -> Dict[str, object]:
     """Python, NumPy and torch (CPU, and CUDA when present) RNG states as plain data."""
@@ -55,12 +57,8 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, object]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(state)
     payload["rng"] = rng_state()
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], restore_rng: bool = True,

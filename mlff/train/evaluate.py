@@ -10,13 +10,13 @@ see :mod:`mlff.train.calibration`) and ``OUT/calibration_<file>.png``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
 from mlff import graph as G
+from mlff.atomic import atomic_savefig, atomic_write_text
 from mlff.data.dataset import DataKeys, GraphDataset
 from mlff.io import load_model
 from mlff.train import calibration
@@ -73,9 +73,7 @@ def evaluate(
         if plots:
             _parity(np.array(ref_e), np.array(pred_e), np.concatenate(ref_f), np.concatenate(pred_f),
                     results[name], out_dir / f"parity_{name}.png", name)
-    tmp = out_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out_dir / "eval.json")
+    atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=1))
     return results
 
 
@@ -99,7 +97,4 @@ def _parity(ref_e, pred_e, ref_f, pred_f, metrics, path: Path, title: str) -> No
         ax.set_title(f"MAE {m['mae']:.1f}, RMSE {m['rmse']:.1f} {unit}")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_savefig(fig, path)

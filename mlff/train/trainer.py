@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -26,7 +25,9 @@ import numpy as np
 import torch
 
 from mlff import graph as G
-from mlff.atomic import atomic_write_text
+from mlff.atomic import atomic_path, atomic_savefig, atomic_write_text
+from mlff.defaults import DEFAULT_R_CUT
+from mlff.dtypes import parse_dtype
 from mlff.data.dataset import DataKeys, GraphDataset, random_split
 from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
@@ -54,8 +55,8 @@ class Trainer:
                         stress=config.data.stress_key, virial=None)
         model_cfg = dict(config.model)
         model_type = model_cfg.pop("type")
-        r_cut = float(model_cfg.get("r_cut", 5.0))
-        dtype = torch.float64 if model_cfg.get("dtype", "float64") == "float64" else torch.float32
+        r_cut = float(model_cfg.get("r_cut", DEFAULT_R_CUT))
+        dtype = parse_dtype(model_cfg.get("dtype", "float64"))
         require = ("energy", "forces")
         init_model: Optional[Potential] = None
         model_elements: Optional[List[int]] = None
@@ -332,9 +333,8 @@ class Trainer:
         if self.config.export:
             export = Path(self.config.export)
             export.parent.mkdir(parents=True, exist_ok=True)
-            tmp = export.with_name(f".{export.name}.tmp")
-            shutil.copyfile(self.out / "model.pt", tmp)
-            os.replace(tmp, export)
+            with atomic_path(export) as tmp:
+                shutil.copyfile(self.out / "model.pt", tmp)
             summary["exported"] = str(export)
         return summary
 
@@ -384,10 +384,7 @@ class Trainer:
         ax.set_ylabel("loss")
         ax.legend()
         fig.tight_layout()
-        tmp = self.out / ".learning_curve.tmp.png"
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        os.replace(tmp, self.out / "learning_curve.png")
+        atomic_savefig(fig, self.out / "learning_curve.png")
 
 
 def _differences(a: Dict[str, object], b: Dict[str, object], prefix: str = "") -> List[str]:

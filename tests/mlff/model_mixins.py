@@ -1,13 +1,14 @@
 """Reusable tests every mlff model inherits.
 
-A test class sets ``make_potential(dtype) -> Potential`` (a small, randomly initialised model
-whose elements include H, C, O) and inherits :class:`ModelTests`. Each test builds graphs with
-:func:`mlff.data.dataset.atoms_to_graph`, so the data path is exercised too.
+A test class inherits :class:`ModelTests` and sets ``model_options``: options of the
+small-model factory (``small_potential`` in ``tests/conftest.py``) on top of
+:data:`MODEL_OPTIONS` (elements H, C, O; body order 4). Each test builds graphs with
+:func:`mlff.graph.atoms_to_graph`, so the data path is exercised too.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -17,10 +18,12 @@ from ase.build import molecule
 from e3nn import o3
 
 from mlff import graph as G
-from mlff.data.dataset import atoms_to_graph
+from mlff.graph import atoms_to_graph
 from mlff.models.potential import Potential
 
 ELEMENTS = [1, 6, 8]
+#: factory options every model test starts from
+MODEL_OPTIONS: Dict[str, object] = dict(elements=tuple(ELEMENTS), correlation=3)
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-11)}
 
 
@@ -44,22 +47,30 @@ def periodic_box(seed: int = 0, n_molecules: int = 4, box: float = 6.0) -> Atoms
 
 
 def graph_of(atoms: Atoms, potential: Potential, dtype=torch.float64) -> Dict[str, torch.Tensor]:
-    return atoms_to_graph(atoms, potential.r_cut, None, ELEMENTS, dtype=dtype)
+    """The graph of ``atoms`` for ``potential`` (its cutoff and elements), positions in ``dtype``."""
+    return atoms_to_graph(atoms, potential.r_cut, potential.elements, dtype=dtype)
 
 
 class ModelTests:
     """Mixin: invariance/equivariance, finite differences, locality, batching, periodicity,
     TorchScript parity and the model-file round trip."""
 
-    make_potential: Callable[..., Potential]
+    #: factory options (besides ``dtype``) replacing :data:`MODEL_OPTIONS`: ``ensemble_size``,
+    #: ``seed``, MACE config fields
+    model_options: Dict[str, object] = {}
+
+    @pytest.fixture(autouse=True)
+    def _factory(self, small_potential):
+        self._small_potential = small_potential
 
     @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
     def dtype(self, request):
         return request.param
 
     def potential(self, dtype=torch.float64) -> Potential:
-        torch.manual_seed(0)
-        return self.make_potential(dtype)
+        """A fresh small model in ``dtype``, in training mode (outputs keep their graph)."""
+        options = {**MODEL_OPTIONS, **self.model_options}
+        return self._small_potential(dtype=dtype, **options).train()
 
     # --- symmetry -----------------------------------------------------------------------
 

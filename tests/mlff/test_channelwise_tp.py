@@ -5,16 +5,14 @@ radial MLP's reordered weights are a pure column permutation."""
 import pytest
 import torch
 
-from mlff.models.mace import MACE, MACEConfig, _default_dtype
+from mlff.models.mace import _default_dtype
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedMLP
 
 
 @pytest.mark.parametrize("max_L,max_ell", [(1, 3), (2, 2), (0, 3)])
-def test_matches_e3nn_values_and_gradients(max_L, max_ell):
-    cfg = MACEConfig(elements=(1, 8), avg_num_neighbors=8.0, channels=8, max_L=max_L,
-                     max_ell=max_ell, dtype="float64")
-    model = MACE(cfg)
+def test_matches_e3nn_values_and_gradients(max_L, max_ell, small_potential):
+    model = small_potential(elements=(1, 8), max_L=max_L, max_ell=max_ell).model
     torch.manual_seed(0)
     for block in model.interactions:
         tp = block.conv_tp
@@ -35,15 +33,15 @@ def test_matches_e3nn_values_and_gradients(max_L, max_ell):
         torch.testing.assert_close(summed, ref.sum(0, keepdim=True), rtol=1e-12, atol=1e-12)
 
 
-def test_float32_and_scripting():
-    cfg = MACEConfig(elements=(1, 6), avg_num_neighbors=8.0, channels=4, dtype="float32")
-    tp = MACE(cfg).interactions[1].conv_tp
+def test_float32_and_scripting(small_potential):
+    model = small_potential(elements=(1, 6), channels=4, dtype="float32").model
+    tp = model.interactions[1].conv_tp
     with _default_dtype(torch.float32):
         fast = ChannelwiseTensorProduct(tp)
     scripted = torch.jit.script(fast)
     x, y, w = torch.randn(5, tp.irreps_in1.dim), torch.randn(5, tp.irreps_in2.dim), torch.randn(5, tp.weight_numel)
     torch.testing.assert_close(scripted(x, y, w), tp(x, y, w), rtol=1e-5, atol=1e-5)
-    assert not any("tp." in k and "conv_tp" not in k for k in MACE(cfg).state_dict())  # nothing saved
+    assert not any("tp." in k and "conv_tp" not in k for k in model.state_dict())  # nothing saved
 
 
 def test_rejects_products_it_does_not_implement():

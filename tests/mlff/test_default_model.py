@@ -9,7 +9,7 @@ import torch
 
 from mlff import graph as G
 from mlff.assets_path import asset
-from mlff.data.dataset import DataKeys, atoms_to_graph
+from mlff.data.dataset import DataKeys, labelled_graph
 from mlff.io import load_model_with_metadata
 
 MODEL = "models/mace_organic_gfn2_ensemble.pt"
@@ -35,7 +35,7 @@ def test_forces_match_gfn2_on_test_structures(default_model):
     potential, _ = default_model
     frames = ase.io.read(asset("datasets/organic_gfn2/test.extxyz"), "::50")  # about 20 structures
     keys = DataKeys.xtb()
-    graphs = [atoms_to_graph(f, potential.r_cut, keys, [1, 6, 7, 8], dtype=torch.float32) for f in frames]
+    graphs = [labelled_graph(f, potential.r_cut, keys, [1, 6, 7, 8], dtype=torch.float32) for f in frames]
     batch = G.collate(graphs)
     out = potential(batch)
     error = (out["forces"].double() - batch[G.FORCES]).abs()

@@ -6,32 +6,23 @@ import torch
 from ase.build import molecule
 
 from mlff.models.ensemble import extract_member, stack_members
-from mlff.models.mace import MACE, MACEConfig
-from mlff.models.potential import Potential
 from mlff.train.losses import loss_terms
 
-from model_mixins import ELEMENTS, ModelTests, graph_of, periodic_box
+from model_mixins import ELEMENTS, MODEL_OPTIONS, ModelTests, graph_of, periodic_box
 
 
-def small_ensemble(dtype: torch.dtype = torch.float64, members: int = 3) -> Potential:
-    torch.manual_seed(1)
-    config = MACEConfig(
-        elements=tuple(ELEMENTS), channels=8, max_L=1, max_ell=2, correlation=3, r_cut=4.0,
-        num_interactions=2, num_bessel=6, radial_mlp=(16, 16), readout_mlp=8,
-        avg_num_neighbors=6.0, e0s=(-10.7, -48.8, -102.5), ensemble_size=members,
-        dtype="float64" if dtype == torch.float64 else "float32",
-    )
-    return Potential(MACE(config))
+#: the ensemble the tests use: 3 members, H C O (the model tests' elements)
+ENSEMBLE = dict(MODEL_OPTIONS, ensemble_size=3, seed=1)
 
 
 class TestMACEEnsemble(ModelTests):
     """Every property a single model has holds for the ensemble mean."""
 
-    make_potential = staticmethod(small_ensemble)
+    model_options = ENSEMBLE
 
 
-def test_members_equal_their_single_models():
-    ens = small_ensemble().eval()
+def test_members_equal_their_single_models(small_potential):
+    ens = small_potential(**ENSEMBLE)
     for atoms, stress in ((molecule("CH3CH2OH"), False), (periodic_box(3), True)):
         g = graph_of(atoms, ens)
         out = ens(g, compute_stress=stress)
@@ -49,8 +40,8 @@ def test_members_equal_their_single_models():
         assert out["energy_std"].shape == (1,) and float(out["forces_std"].max()) > 0
 
 
-def test_stack_inverts_extract_and_identical_members_have_no_spread():
-    ens = small_ensemble().eval()
+def test_stack_inverts_extract_and_identical_members_have_no_spread(small_potential):
+    ens = small_potential(**ENSEMBLE)
     g = graph_of(molecule("CH3CH2OH"), ens)
     restacked = stack_members([extract_member(ens, k) for k in range(3)]).eval()
     torch.testing.assert_close(restacked(g)["forces_std"], ens(g)["forces_std"], rtol=1e-10, atol=1e-12)
@@ -61,26 +52,25 @@ def test_stack_inverts_extract_and_identical_members_have_no_spread():
     torch.testing.assert_close(out["forces"], extract_member(ens, 1)(g)["forces"], rtol=1e-10, atol=1e-12)
 
 
-def test_stack_refuses_mismatched_members():
-    a = extract_member(small_ensemble(), 0)
-    other = MACEConfig(elements=tuple(ELEMENTS), channels=4, max_L=1, max_ell=2, correlation=2, r_cut=4.0,
-                       radial_mlp=(8,), readout_mlp=4)
+def test_stack_refuses_mismatched_members(small_potential):
+    a = extract_member(small_potential(**ENSEMBLE), 0)
+    other = small_potential(elements=tuple(ELEMENTS), channels=4, radial_mlp=(8,), readout_mlp=4)
     with pytest.raises(ValueError, match="channels"):
-        stack_members([a, Potential(MACE(other))])
+        stack_members([a, other])
     with pytest.raises(IndexError, match="3 members"):
-        extract_member(small_ensemble(), 3)
+        extract_member(small_potential(**ENSEMBLE), 3)
 
 
-def test_training_loss_is_the_sum_of_member_losses():
+def test_training_loss_is_the_sum_of_member_losses(small_potential):
     """Each member is fitted as if alone: the ensemble's loss terms are the members' sums."""
-    from mlff.data.dataset import DataKeys, atoms_to_graph
+    from mlff.data.dataset import DataKeys, labelled_graph
     from mlff import graph as G
 
     atoms = molecule("CH3OH")
     atoms.info["energy"] = -150.0
     atoms.arrays["forces"] = torch.randn(len(atoms), 3, dtype=torch.float64).numpy()
-    ens = small_ensemble().train()
-    g = G.collate([atoms_to_graph(
+    ens = small_potential(**ENSEMBLE).train()
+    g = G.collate([labelled_graph(
         atoms, 4.0, DataKeys(energy="energy", forces="forces", stress=None, virial=None), ELEMENTS,
         dtype=torch.float64)])
     total = loss_terms(ens(g), g)

@@ -3,25 +3,14 @@
 import pytest
 import torch
 
-from mlff.models.mace import MACE, MACEConfig
-from mlff.models.potential import Potential
+from mlff.models.mace import MACEConfig
 from mlff.nn.symmetric_contraction import SymmetricContraction, coupling_basis
 
-from model_mixins import ELEMENTS, ModelTests
-
-
-def small_mace(dtype: torch.dtype) -> Potential:
-    config = MACEConfig(
-        elements=tuple(ELEMENTS), channels=8, max_L=1, max_ell=2, correlation=3, r_cut=4.0,
-        num_interactions=2, num_bessel=6, radial_mlp=(16, 16), readout_mlp=8,
-        avg_num_neighbors=6.0, e0s=(-10.7, -48.8, -102.5),
-        dtype="float64" if dtype == torch.float64 else "float32",
-    )
-    return Potential(MACE(config))
+from model_mixins import ModelTests
 
 
 class TestMACE(ModelTests):
-    make_potential = staticmethod(small_mace)
+    """The shared model tests on a single MACE (the mixin's default options)."""
 
 
 def test_coupling_basis_counts_match_reduced_tensor_products():

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlff.neighbors import (
-    batched_neighbor_list,
     neighbor_list,
     torch_neighbor_list,
     vesin_neighbor_list,
@@ -27,9 +26,9 @@ def canonical(edge_index: torch.Tensor, unit_shifts: torch.Tensor) -> np.ndarray
     return rows[np.lexsort(rows.T[::-1])]
 
 
-def ase_reference(pos, cell, pbc, cutoff) -> np.ndarray:
+def ase_reference(pos, cell, pbc, r_cut) -> np.ndarray:
     atoms = Atoms("H" * len(pos), positions=pos, cell=cell, pbc=pbc)
-    i, j, s = ase_neighbor_list("ijS", atoms, cutoff)
+    i, j, s = ase_neighbor_list("ijS", atoms, r_cut)
     return canonical(torch.tensor(np.stack([j, i])), torch.tensor(s))
 
 
@@ -40,19 +39,19 @@ def random_cell(rng: np.random.Generator, scale: float) -> np.ndarray:
     return cell
 
 
-def all_backends(pos, cell, pbc, cutoff):
+def all_backends(pos, cell, pbc, r_cut):
     p = torch.tensor(pos, dtype=torch.float64)
     c = torch.tensor(cell, dtype=torch.float64)
     b = torch.tensor(pbc)
     return {
-        "torch": canonical(*torch_neighbor_list(p, cutoff, c, b)),
-        "vesin": canonical(*vesin_neighbor_list(p, cutoff, c, b)),
+        "torch": canonical(*torch_neighbor_list(p, r_cut, c, b)),
+        "vesin": canonical(*vesin_neighbor_list(p, r_cut, c, b)),
     }
 
 
-def assert_matches_ase(pos, cell, pbc, cutoff):
-    ref = ase_reference(pos, cell, pbc, cutoff)
-    for name, got in all_backends(pos, cell, pbc, cutoff).items():
+def assert_matches_ase(pos, cell, pbc, r_cut):
+    ref = ase_reference(pos, cell, pbc, r_cut)
+    for name, got in all_backends(pos, cell, pbc, r_cut).items():
         assert got.shape == ref.shape, f"{name}: {got.shape[0]} edges, ase has {ref.shape[0]}"
         np.testing.assert_array_equal(got, ref, err_msg=name)
     return ref
@@ -82,8 +81,8 @@ def test_cells_smaller_than_twice_the_cutoff(seed):
     cell = random_cell(rng, rng.uniform(2.0, 4.0))
     n = int(rng.integers(1, 6))
     pos = rng.uniform(0, 1, (n, 3)) @ cell
-    cutoff = rng.uniform(4.0, 6.0)
-    ref = assert_matches_ase(pos, cell, [True] * 3, cutoff)
+    r_cut = rng.uniform(4.0, 6.0)
+    ref = assert_matches_ase(pos, cell, [True] * 3, r_cut)
     # many images: some atom sees itself through the cell
     assert (ref[:, 0] == ref[:, 1]).any()
 
@@ -111,14 +110,14 @@ def test_mixed_pbc_with_zero_vector_in_the_free_direction():
     n=st.integers(1, 25),
     pbc=st.lists(st.booleans(), min_size=3, max_size=3),
     scale=st.floats(2.0, 10.0),
-    cutoff=st.floats(1.0, 6.0),
+    r_cut=st.floats(1.0, 6.0),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_property_against_ase(n, pbc, scale, cutoff, seed):
+def test_property_against_ase(n, pbc, scale, r_cut, seed):
     rng = np.random.default_rng(seed)
     cell = random_cell(rng, scale)
     pos = rng.uniform(-0.5, 1.5, (n, 3)) @ cell
-    assert_matches_ase(pos, cell, pbc, cutoff)
+    assert_matches_ase(pos, cell, pbc, r_cut)
 
 
 def test_full_list_is_symmetric_and_within_cutoff():
@@ -205,18 +204,6 @@ def test_unknown_backend_and_bad_cutoff():
         neighbor_list(pos, 3.0, backend="nope")
     with pytest.raises(ValueError, match="positive"):
         neighbor_list(pos, 0.0)
-
-
-def test_batched_list_has_no_cross_graph_edges():
-    rng = np.random.default_rng(8)
-    pos = torch.tensor(rng.uniform(0, 3, (10, 3)))
-    batch = torch.tensor([0] * 4 + [1] * 6)
-    cell = torch.zeros(2, 3, 3, dtype=torch.float64)
-    pbc = torch.zeros(2, 3, dtype=torch.bool)
-    for backend in ("torch", "vesin"):
-        ei, us = batched_neighbor_list(pos, batch, cell, pbc, 10.0, backend=backend)
-        assert (batch[ei[0]] == batch[ei[1]]).all()
-        assert ei.shape[1] == 4 * 3 + 6 * 5
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

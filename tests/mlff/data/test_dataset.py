@@ -12,9 +12,9 @@ from mlff import graph as G
 from mlff.data.dataset import (
     DataKeys,
     GraphDataset,
-    atoms_to_graph,
     batches,
     get_stress,
+    labelled_graph,
     random_split,
 )
 from mlff.graph import InputError
@@ -33,7 +33,7 @@ def test_custom_keys_roundtrip_through_extxyz(tmp_path):
     frames = [labelled(seed=k) for k in range(3)]
     path = tmp_path / "d.extxyz"
     ase.io.write(path, frames)
-    ds = GraphDataset(path, cutoff=4.0, keys=DataKeys.xtb())
+    ds = GraphDataset(path, r_cut=4.0, keys=DataKeys.xtb())
     assert len(ds) == 3
     assert ds.elements == [1, 6, 8]
     g = ds[1]
@@ -48,7 +48,7 @@ def test_standard_keys_from_the_calculator_ase_attaches(tmp_path):
     atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=np.ones((3, 3)))
     path = tmp_path / "std.extxyz"
     ase.io.write(path, atoms)
-    g = GraphDataset(path, cutoff=3.0)[0]
+    g = GraphDataset(path, r_cut=3.0)[0]
     assert float(g[G.ENERGY]) == -1.5
     assert float(g[G.FORCES].sum()) == 9.0
 
@@ -62,7 +62,7 @@ def test_stress_from_voigt_and_from_virial():
     del atoms.info["stress"]
     atoms.info["virial"] = -voigt * atoms.get_volume()
     np.testing.assert_allclose(get_stress(atoms, DataKeys()), s)
-    g = atoms_to_graph(atoms, 3.0, DataKeys())
+    g = labelled_graph(atoms, 3.0, DataKeys())
     assert g[G.STRESS].shape == (1, 3, 3) and float(g[G.STRESS_WEIGHT]) == 1.0
 
 
@@ -81,7 +81,7 @@ def test_errors_name_file_and_frame(tmp_path, break_it, message):
     path = tmp_path / "bad.extxyz"
     ase.io.write(path, frames)
     with pytest.raises(InputError, match=message) as info:
-        GraphDataset(path, cutoff=4.0, keys=DataKeys.xtb())
+        GraphDataset(path, r_cut=4.0, keys=DataKeys.xtb())
     assert "bad.extxyz" in str(info.value)
 
 
@@ -101,12 +101,12 @@ def test_unknown_element_lists_known_ones(tmp_path):
     path = tmp_path / "d.extxyz"
     ase.io.write(path, [labelled("CH3CH2OH"), labelled("CH3CONH2")])
     with pytest.raises(InputError, match=r"\['N'\] are not in the model, which knows \['H', 'C', 'O'\]"):
-        GraphDataset(path, cutoff=4.0, keys=DataKeys.xtb(), elements=[1, 6, 8])
+        GraphDataset(path, r_cut=4.0, keys=DataKeys.xtb(), elements=[1, 6, 8])
 
 
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        GraphDataset(tmp_path / "nope.extxyz", cutoff=4.0)
+        GraphDataset(tmp_path / "nope.extxyz", r_cut=4.0)
 
 
 def test_random_split_is_seeded_disjoint_and_complete():
@@ -123,7 +123,7 @@ def test_random_split_is_seeded_disjoint_and_complete():
 
 
 def test_batches_cover_the_dataset():
-    graphs = [atoms_to_graph(labelled(seed=k), 4.0, DataKeys.xtb(), [1, 6, 8]) for k in range(5)]
+    graphs = [labelled_graph(labelled(seed=k), 4.0, DataKeys.xtb(), [1, 6, 8]) for k in range(5)]
     out = list(batches(graphs, 2, shuffle=True, seed=1))
     assert [G.num_graphs(b) for b in out] == [2, 2, 1]
     energies = sorted(torch.cat([b[G.ENERGY] for b in out]).tolist())

@@ -100,7 +100,7 @@ def test_resume_after_kill_minus_nine(tmp_path):
     ase.io.write(inp, frames)
     out = tmp_path / "out.extxyz"
     partial = tmp_path / "out.extxyz.partial"
-    cmd = [sys.executable, "-m", "md_workflows.cli", "label", str(inp), "-o", str(out),
+    cmd = [sys.executable, "-m", "mlff.md_workflows.cli", "label", str(inp), "-o", str(out),
            "--workers", "1", "--chunk-size", "8"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -54,7 +54,7 @@ def test_average_neighbours_against_ase():
 
 def test_dataset_statistics_summary():
     frames = synthetic(["CH4", "H2O", "CH3OH", "CO2", "C2H6"], noise=0.0)
-    s = dataset_statistics(frames, "energy", "forces", cutoff=3.0)
+    s = dataset_statistics(frames, "energy", "forces", r_cut=3.0)
     assert s["n_configs"] == 5
     assert s["elements"] == {"H": 16, "C": 5, "O": 4}
     assert s["interaction_energy_per_atom_eV"]["mean"] == pytest.approx(0.0, abs=1e-8)
@@ -67,5 +67,5 @@ def test_least_squares_refuses_undetermined_e0s():
     frames = synthetic(["CH3OH"] * 4, noise=0.1)
     with pytest.raises(ValueError, match="do not determine them"):
         compute_e0s(frames, "energy")
-    s = dataset_statistics(frames, "energy", "forces", cutoff=3.0)
+    s = dataset_statistics(frames, "energy", "forces", r_cut=3.0)
     assert s["e0s_eV"] == {} and "isolated-atom" in s["e0_note"]

@@ -12,7 +12,7 @@ import torch
 from ase.build import molecule
 
 from mlff import graph as G
-from mlff.data.dataset import DataKeys, atoms_to_graph
+from mlff.data.dataset import DataKeys, labelled_graph
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.ema import ExponentialMovingAverage
 from mlff.train.losses import MEMBER_WEIGHT, LossWeights, loss_terms, weighted_loss
@@ -25,7 +25,7 @@ def labelled_batch():
         a = molecule(name)
         a.info["energy"] = -10.0 * (k + 1)
         a.arrays["forces"] = np.full((len(a), 3), 0.1 * (k + 1))
-        graphs.append(atoms_to_graph(a, 3.0, DataKeys(stress=None, virial=None), [1, 6, 8]))
+        graphs.append(labelled_graph(a, 3.0, DataKeys(stress=None, virial=None), [1, 6, 8]))
     return G.collate(graphs)
 
 

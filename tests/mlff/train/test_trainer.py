@@ -78,10 +78,10 @@ def test_unknown_keys_are_listed(small_data, tmp_path):
 
 def test_resume_after_kill_matches_uninterrupted(small_data, tmp_path):
     ref_cfg = write_config(tmp_path / "ref.yaml", small_data, tmp_path / "ref")
-    subprocess.run([sys.executable, "-m", "md_workflows.cli", "train", str(ref_cfg)], check=True,
+    subprocess.run([sys.executable, "-m", "mlff.md_workflows.cli", "train", str(ref_cfg)], check=True,
                    capture_output=True)
     cfg = write_config(tmp_path / "killed.yaml", small_data, tmp_path / "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "md_workflows.cli", "train", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "mlff.md_workflows.cli", "train", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 300
@@ -97,7 +97,7 @@ def test_resume_after_kill_matches_uninterrupted(small_data, tmp_path):
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    subprocess.run([sys.executable, "-m", "md_workflows.cli", "train", str(cfg), "--resume"],
+    subprocess.run([sys.executable, "-m", "mlff.md_workflows.cli", "train", str(cfg), "--resume"],
                    check=True, capture_output=True)
     a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
     b = torch.load(ckpt, weights_only=True)
@@ -110,7 +110,7 @@ def test_resume_after_kill_matches_uninterrupted(small_data, tmp_path):
 
 
 def test_eval_writes_metrics_and_parity_plots(small_data, tmp_path, capsys):
-    from md_workflows.cli import main
+    from mlff.md_workflows.cli import main
 
     cfg = write_config(tmp_path / "c.yaml", small_data, tmp_path / "run", max_epochs=1)
     assert main(["train", str(cfg)]) == 0
@@ -162,7 +162,7 @@ def test_ensemble_training_recalibrates_evaluates_and_exports(small_data, tmp_pa
     """ensemble_size: 2 trains one file with two members; the end of training fits the
     recalibration factor on validation data, evaluates the test files with calibration metrics
     and copies the model to `export`."""
-    from md_workflows.cli import main
+    from mlff.md_workflows.cli import main
 
     cfg = yaml.safe_load(write_config(tmp_path / "e.yaml", small_data, tmp_path / "run",
                                       max_epochs=1).read_text())

@@ -1,0 +1,72 @@
+"""Shared fixtures: the one small-model factory of the test suite.
+
+Every test that needs a model builds it here, never downloads one, so the tests do not depend on
+the shipped model. Fixtures hand out the factories (``small_potential(...)``,
+``saved_model(directory, ...)``) rather than models, so each test picks its options; directory
+conftest files build on them (``tests/md_workflows/conftest.py``: ``model_paths``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import pytest
+import torch
+
+from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
+from mlff.io import save_model
+from mlff.models.mace import MACE, MACEConfig
+from mlff.models.potential import Potential
+
+#: GFN2-xTB isolated-atom energies (eV) of H, C, N, O: realistic E0s for the random models.
+E0_EV: Dict[int, float] = {1: -10.7, 6: -48.8, 7: -70.9, 8: -102.5}
+
+#: The small MACE: H C N O, 8 channels, l <= 2 harmonics, r_cut 4 A, cheap enough for any test.
+SMALL_MACE: Dict[str, object] = dict(
+    elements=(1, 6, 7, 8), channels=8, max_L=1, max_ell=2, correlation=2, r_cut=4.0,
+    num_interactions=2, num_bessel=6, radial_mlp=(16, 16), readout_mlp=8, avg_num_neighbors=6.0,
+)
+
+
+def make_small_potential(
+    ensemble_size: int = 1, dtype: DTypeLike = "float64", seed: int = 0, **config: object
+) -> Potential:
+    """A small MACE :class:`Potential` with random weights (seeded), in eval mode.
+
+    Args:
+        ensemble_size: members M (1: a single model).
+        dtype: ``"float32"``/``"float64"`` or a torch dtype.
+        seed: ``torch.manual_seed`` before the weights are drawn.
+        **config: :class:`MACEConfig` fields replacing those of :data:`SMALL_MACE` (``e0s``
+            defaults to :data:`E0_EV` of the elements; ``scale`` in eV, 1.0 by default).
+    """
+    options = {**SMALL_MACE, **config}
+    options.setdefault("e0s", tuple(E0_EV[int(z)] for z in options["elements"]))
+    torch.manual_seed(seed)
+    cfg = MACEConfig(**options, dtype=dtype_name(parse_dtype(dtype)), ensemble_size=ensemble_size)
+    return Potential(MACE(cfg)).eval()
+
+
+def write_small_model(
+    directory: Path, ensemble_size: int = 1, dtype: DTypeLike = "float64",
+    name: Optional[str] = None, **options: object,
+) -> Path:
+    """Save :func:`make_small_potential` ``(ensemble_size, dtype, **options)`` as a model file
+    in ``directory`` and return its path."""
+    path = Path(directory) / (name or f"model_m{ensemble_size}_{dtype_name(parse_dtype(dtype))}.pt")
+    save_model(make_small_potential(ensemble_size, dtype, **options), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_potential() -> Callable[..., Potential]:
+    """The factory :func:`make_small_potential`."""
+    return make_small_potential
+
+
+@pytest.fixture(scope="session")
+def saved_model() -> Callable[..., Path]:
+    """The factory :func:`write_small_model` ``(directory, ensemble_size=1, dtype="float64",
+    name=None, **options) -> path``."""
+    return write_small_model
