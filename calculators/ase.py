@@ -32,8 +32,8 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from calculators._common import ModelLike, model_elements, resolve_model
-from mlff.data.dataset import atoms_to_graph
+from mlff.io import ModelLike, resolve_model
+from mlff.graph import atoms_to_graph
 from mlff import graph as G
 from mlff.graph import InputError, check_min_distance
 
@@ -83,7 +83,7 @@ class MLFFCalculator(Calculator):
         self.potential = resolve_model(model, device, dtype)
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
-        self.elements = model_elements(self.potential)
+        self.elements = list(self.potential.elements)
         self._info: Dict[str, object] = {}
 
     @property
@@ -121,7 +121,7 @@ class MLFFCalculator(Calculator):
 
     def _graph(self, atoms: Atoms) -> Dict[str, torch.Tensor]:
         """Validated graph of ``atoms`` on the model's device (float64 positions)."""
-        graph = atoms_to_graph(atoms, self.potential.r_cut, None, self.elements, torch.float64)
+        graph = atoms_to_graph(atoms, self.potential.r_cut, self.elements, torch.float64)
         check_min_distance(graph, self.min_distance)
         return {k: v.to(self.device) for k, v in graph.items()}
 

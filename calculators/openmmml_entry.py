@@ -1,23 +1,15 @@
 """The openmm-ml entry point (group ``openmmml.potentials``, name ``mlff``).
 
 openmm-ml loads every entry point of its group while ``openmmml.mlpotential`` is still being
-imported, so the entry point's module must not import openmm-ml itself (importing
-:mod:`calculators.openmm` first would otherwise find this module half-initialised). The factory
+imported, so this module must not import openmm-ml (nor anything that does). The factory
 therefore implements openmm-ml's ``MLPotentialImplFactory`` interface (``createImpl``) without
-subclassing it, and loads the implementation, :class:`calculators.openmm.MLFFPotentialImpl`,
-on first use.
+subclassing it, and imports the implementation,
+:class:`mlff.calculators.openmm.openmmml.MLFFPotentialImpl`, on first use.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
-
-
-def check_kwargs(given: Dict[str, object], valid: Sequence[str], where: str) -> None:
-    """Raise ValueError naming unknown keyword arguments and listing the valid ones."""
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise ValueError(f"{where}: unknown keyword argument(s) {unknown}; valid: {sorted(valid)}")
+from mlff.calculators.options import check_kwargs
 
 
 class MLFFPotentialImplFactory:
@@ -35,8 +27,9 @@ class MLFFPotentialImplFactory:
     VALID = ("modelPath", "implementation", "device", "dtype", "useCUDAGraphs")
 
     def createImpl(self, name: str, **args):
-        """Return a :class:`calculators.openmm.MLFFPotentialImpl` (unknown kwargs: ValueError)."""
+        """Return a :class:`mlff.calculators.openmm.openmmml.MLFFPotentialImpl` (unknown
+        kwargs: ValueError)."""
         check_kwargs(args, self.VALID, f"MLPotential({name!r})")
-        from calculators.openmm import MLFFPotentialImpl
+        from mlff.calculators.openmm.openmmml import MLFFPotentialImpl
 
         return MLFFPotentialImpl(name, **args)

@@ -1,41 +1,21 @@
-"""Small random models and structures shared by the calculator tests (imported by name, as
-tests/mlff/model_mixins.py is)."""
+"""Structures shared by the calculator tests, imported by name (``from calc_helpers import ...``,
+also in subprocesses and in ``parametrize``); the models come from the factories of
+``tests/conftest.py`` (fixtures ``small_potential`` and ``saved_model``).
+
+Not a ``conftest.py``: every conftest module is named ``conftest``, so a second directory
+conftest imported by name would shadow ``tests/md_workflows/conftest.py`` whenever pytest is
+given both directories.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
 from ase import Atoms
 from ase.build import molecule
 
-from mlff.io import save_model
-from mlff.models.mace import MACE, MACEConfig
-from mlff.models.potential import Potential
-
-ELEMENTS = (1, 6, 7, 8)
-E0S = (-13.6, -1030.0, -1485.0, -2040.0)
-
-
-def small_potential(ensemble_size: int = 1, dtype: str = "float64", seed: int = 0) -> Potential:
-    """A tiny random MACE (H, C, N, O; cutoff 4 A) in eval mode."""
-    torch.manual_seed(seed)
-    config = MACEConfig(
-        elements=ELEMENTS, channels=8, max_L=1, max_ell=2, correlation=2, r_cut=4.0,
-        num_interactions=2, num_bessel=6, radial_mlp=(16, 16), readout_mlp=8,
-        avg_num_neighbors=6.0, e0s=E0S, dtype=dtype, ensemble_size=ensemble_size,
-    )
-    return Potential(MACE(config)).eval()
-
-
-def saved_model(tmp_path: Path, ensemble_size: int = 1, dtype: str = "float64") -> Path:
-    path = Path(tmp_path) / f"model_m{ensemble_size}_{dtype}.pt"
-    save_model(small_potential(ensemble_size, dtype), path)
-    return path
-
 
 def rattled(name: str = "CH3CH2OH", seed: int = 0, sigma: float = 0.05) -> Atoms:
+    """``ase.build.molecule(name)`` with Gaussian noise of width ``sigma`` (A) on the positions."""
     atoms = molecule(name)
     atoms.positions += np.random.default_rng(seed).normal(0, sigma, atoms.positions.shape)
     return atoms

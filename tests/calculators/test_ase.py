@@ -8,19 +8,19 @@ from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
-from calculators.ase import MLFFCalculator
+from mlff.calculators.ase import MLFFCalculator
 from mlff.graph import InputError
 
-from calc_helpers import rattled, saved_model, small_potential, water_box
+from calc_helpers import rattled, water_box
 
 
 @pytest.fixture(scope="module")
-def calc():
+def calc(small_potential):
     return MLFFCalculator(small_potential())
 
 
 @pytest.fixture(scope="module")
-def ensemble_calc():
+def ensemble_calc(small_potential):
     return MLFFCalculator(small_potential(ensemble_size=3))
 
 
@@ -79,7 +79,7 @@ def test_no_stress_without_full_periodicity(calc):
             atoms.get_stress()
 
 
-def test_one_model_call_for_all_properties():
+def test_one_model_call_for_all_properties(small_potential):
     calc = MLFFCalculator(small_potential())
     counter = CountingPotential(calc.potential)
     calc.potential = counter
@@ -100,7 +100,7 @@ def test_one_model_call_for_all_properties():
     assert counter.calls == 2
 
 
-def test_info_keys_the_model_reads_invalidate_the_cache():
+def test_info_keys_the_model_reads_invalidate_the_cache(small_potential):
     class ChargeAware(MLFFCalculator):
         info_keys = ("charge",)
 
@@ -129,7 +129,7 @@ def test_implemented_properties_is_a_class_attribute_not_the_base_list():
     assert "energy_std" not in Calculator.implemented_properties
 
 
-def test_ensemble_std_results(ensemble_calc):
+def test_ensemble_std_results(ensemble_calc, small_potential):
     atoms = water_box(5)
     atoms.calc = ensemble_calc
     atoms.get_potential_energy()
@@ -165,7 +165,7 @@ def test_evaluate_many_matches_single_calls(calc):
         assert set(res) == set(calc.results)
 
 
-def test_model_from_file_and_dtype_conversion(tmp_path):
+def test_model_from_file_and_dtype_conversion(tmp_path, saved_model):
     path = saved_model(tmp_path)
     atoms = rattled()
     atoms.calc = MLFFCalculator(str(path))

@@ -10,8 +10,8 @@ import openmm.unit as u
 import pytest
 import torch
 
-from calculators.ase import MLFFCalculator
-from calculators.openmm import (
+from mlff.calculators.ase import MLFFCalculator
+from mlff.calculators.openmm import (
     MLFFEvaluator,
     make_python_force,
     make_torch_force,
@@ -21,19 +21,19 @@ from mlff.assets_path import asset
 from mlff.graph import InputError
 from mlff.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL, KJ_PER_MOL_PER_NM_TO_EV_PER_A, KJ_PER_MOL_TO_EV
 
-from calc_helpers import OPENMM_CELL, rattled, saved_model, small_potential, water_box
+from calc_helpers import OPENMM_CELL, rattled, water_box
 
 PLATFORMS = ["Reference", "CPU"]
 KJ_NM = u.kilojoule_per_mole / u.nanometer
 
 
 @pytest.fixture(scope="module")
-def potential():
+def potential(small_potential):
     return small_potential()
 
 
 @pytest.fixture(scope="module")
-def ensemble():
+def ensemble(small_potential):
     return small_potential(ensemble_size=3)
 
 
@@ -170,7 +170,8 @@ _DESERIALIZE = """
 import json, sys
 import numpy as np
 import torch, openmm, openmm.unit as u
-import calculators.openmm  # loads openmm-torch's plugins
+from mlff.calculators.openmm import load_torch_plugins
+load_torch_plugins()
 system = openmm.XmlSerializer.deserialize(open(sys.argv[1]).read())
 data = json.load(open(sys.argv[2]))
 context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
@@ -288,7 +289,7 @@ def test_unknown_element_and_bad_indices(potential):
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+def model_path(tmp_path_factory, saved_model):
     return str(saved_model(tmp_path_factory.mktemp("model")))
 
 
