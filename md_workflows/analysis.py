@@ -9,12 +9,13 @@ requested element pair (g(r) against r in A).
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mlff.atomic import atomic_write_text
 from mlff.units import NM_TO_ANGSTROM
 
 
@@ -74,12 +75,12 @@ def plot_ramachandran(phi: np.ndarray, psi: np.ndarray, path: Path) -> Path:
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows.tolist())
-    os.replace(tmp, path)
+    """A csv of ``header`` and ``rows`` (``[n_rows, len(header)]``), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows.tolist())
+    atomic_write_text(path, buf.getvalue())
 
 
 def analyze(

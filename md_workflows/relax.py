@@ -2,10 +2,10 @@
 
 Engines
     ``ase``: FIRE, BFGS or LBFGS (ase.optimize) on the positions, and with ``cell=True`` on the
-    cell too through ``ase.filters.FrechetCellFilter`` at ``pressure`` (bar); converged when the
-    largest force (and stress term) is below ``fmax`` (eV/A).
+    cell too through ``ase.filters.FrechetCellFilter`` at ``pressure_bar``; converged when the
+    largest force (and stress term) is below ``fmax_eV_per_A``.
     ``openmm``: ``openmm.LocalEnergyMinimizer`` on a TorchForce system (positions only);
-    converged when the largest force, evaluated after minimising, is below ``fmax``.
+    converged when the largest force, evaluated after minimising, is below ``fmax_eV_per_A``.
 
 Writes ``relaxed.extxyz`` (energy, forces; stress for periodic cells), ``relaxed.pdb`` for pdb
 inputs and ``relax.log`` (the optimiser's log) to ``out``.
@@ -13,24 +13,20 @@ inputs and ``relax.log`` (the optimiser's log) to ``out``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-import numpy as np
-import torch  # before openmm
-
-from calculators import openmm as _omm  # noqa: F401 - reloads openmm-torch plugins first
-from md_workflows.md import load_structure
-from mlff.units import ANGSTROM_TO_NM, BAR_TO_EV_PER_A3, KJ_PER_MOL_PER_NM_TO_EV_PER_A, NM_TO_ANGSTROM
+# torch, numpy, OpenMM and ASE are imported where they are used: the configuration above
+# :func:`relax` is what the command line imports to build its parser.
 
 OPTIMIZERS = ("FIRE", "BFGS", "LBFGS")
 
 
 @dataclass(frozen=True)
 class RelaxConfig:
-    """A relaxation. fmax: eV/A. steps: maximum optimiser steps. pressure: bar (cell).
+    """A relaxation. fmax_eV_per_A: force threshold. steps: maximum optimiser steps.
+    pressure_bar: the cell's target pressure (``cell=True``).
     optimizer: one of FIRE, BFGS, LBFGS (ase engine). engine: ``ase`` or ``openmm``."""
 
     structure: str
@@ -38,10 +34,10 @@ class RelaxConfig:
     model: str = "default"
     engine: str = "ase"
     optimizer: str = "FIRE"
-    fmax: float = 0.01
+    fmax_eV_per_A: float = 0.01
     steps: int = 1000
     cell: bool = False
-    pressure: float = 0.0
+    pressure_bar: float = 0.0
     dtype: Optional[str] = None
     device: str = "cpu"
 
@@ -50,8 +46,9 @@ class RelaxConfig:
             raise ValueError(f"engine must be 'ase' or 'openmm', got {self.engine!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.fmax > 0 or self.steps < 1:
-            raise ValueError(f"fmax must be > 0 and steps >= 1, got {self.fmax}, {self.steps}")
+        if not self.fmax_eV_per_A > 0 or self.steps < 1:
+            raise ValueError(f"fmax_eV_per_A must be > 0 and steps >= 1, got {self.fmax_eV_per_A}, "
+                             f"{self.steps}")
         if self.cell and self.engine != "ase":
             raise ValueError("cell relaxation needs the ase engine (FrechetCellFilter)")
 
@@ -69,11 +66,13 @@ class RelaxResult:
 
 def relax(cfg: RelaxConfig) -> RelaxResult:
     """Relax ``cfg.structure`` and write the results to ``cfg.out`` (see the module docstring)."""
-    import ase.io
+    import numpy as np
 
-    from calculators._common import resolve_model
-    from calculators.ase import MLFFCalculator
-    from mlff.data.label import atomic_write_extxyz
+    from mlff.calculators.ase import MLFFCalculator
+    from mlff.atomic import atomic_path, atomic_write_extxyz
+    from mlff.io import resolve_model
+    from mlff.md_workflows.md import load_structure
+    from mlff.units import BAR_TO_EV_PER_A3
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,14 +88,14 @@ def relax(cfg: RelaxConfig) -> RelaxResult:
         from ase.filters import FrechetCellFilter
 
         atoms.calc = calc
-        target = FrechetCellFilter(atoms, scalar_pressure=cfg.pressure * BAR_TO_EV_PER_A3) if cfg.cell else atoms
+        target = FrechetCellFilter(atoms, scalar_pressure=cfg.pressure_bar * BAR_TO_EV_PER_A3) if cfg.cell else atoms
         opt = getattr(ase.optimize, cfg.optimizer)(target, logfile=str(log_path))
-        converged = bool(opt.run(fmax=cfg.fmax, steps=cfg.steps))
+        converged = bool(opt.run(fmax=cfg.fmax_eV_per_A, steps=cfg.steps))
         n_steps = int(opt.nsteps)
         fmax_final = float(np.sqrt((target.get_forces() ** 2).sum(axis=1)).max())
     else:
         n_steps, fmax_final = _openmm_minimize(cfg, atoms, topology, potential, log_path)
-        converged = fmax_final < cfg.fmax
+        converged = fmax_final < cfg.fmax_eV_per_A
         atoms.calc = calc
     energy = float(atoms.get_potential_energy())
     atoms.get_forces()
@@ -111,33 +110,26 @@ def relax(cfg: RelaxConfig) -> RelaxResult:
         import openmm.app as app
         import openmm.unit as u
 
-        tmp = out / f".relaxed.tmp.{os.getpid()}.pdb"
-        with open(tmp, "w") as f:
-            app.PDBFile.writeFile(topology, u.Quantity(atoms.positions, u.angstrom), f)
-        os.replace(tmp, out / "relaxed.pdb")
         files["relaxed_pdb"] = out / "relaxed.pdb"
+        with atomic_path(files["relaxed_pdb"]) as tmp, open(tmp, "w") as f:
+            app.PDBFile.writeFile(topology, u.Quantity(atoms.positions, u.angstrom), f)
     return RelaxResult(converged, n_steps, energy, fmax_final, files)
 
 
 def _openmm_minimize(cfg: RelaxConfig, atoms, topology, potential, log_path: Path):
+    import numpy as np
     import openmm
     import openmm.unit as u
 
-    from calculators.openmm import make_torch_force
+    from mlff.calculators.openmm import build_ml_system
+    from mlff.units import ANGSTROM_TO_NM, KJ_PER_MOL_PER_NM_TO_EV_PER_A, NM_TO_ANGSTROM
 
-    system = openmm.System()
-    for m in atoms.get_masses():
-        system.addParticle(float(m))
-    periodic = bool(np.all(atoms.pbc))
-    if periodic:
-        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*r) for r in atoms.cell.array * ANGSTROM_TO_NM])
-    system.addForce(make_torch_force(potential, [int(z) for z in atoms.numbers], periodic=periodic,
-                                     device=cfg.device))
+    system = build_ml_system(potential, atoms, device=cfg.device).system
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001),
                          openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(atoms.positions * ANGSTROM_TO_NM)
     # OpenMM's tolerance is the RMS force in kJ/mol/nm; ask for fmax as RMS (stricter than max)
-    tol = cfg.fmax / KJ_PER_MOL_PER_NM_TO_EV_PER_A
+    tol = cfg.fmax_eV_per_A / KJ_PER_MOL_PER_NM_TO_EV_PER_A
     openmm.LocalEnergyMinimizer.minimize(ctx, tol, cfg.steps)
     state = ctx.getState(getPositions=True, getForces=True, getEnergy=True)
     atoms.positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(u.nanometer)) * NM_TO_ANGSTROM

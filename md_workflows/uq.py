@@ -14,9 +14,12 @@ to an extxyz file (ready for ``mlff label`` and then ``mlff train`` with ``init_
 active-learning loop); ``--uq-stop Y`` raises :class:`UncertaintyStop`, naming the step and the
 atoms above ``Y``, which the MD driver turns into a clean stop.
 
-:class:`UQReporter` is the OpenMM side: a reporter (``simulation.reporters.append(...)``) that
-calls ``ensemble_std`` of the *same* TorchScript module the TorchForce was built from (see
-:func:`calculators.openmm.make_torch_module`), so no second copy of the model is loaded.
+:class:`UQReporter` is the OpenMM side: a reporter registered with the Simulation
+(``simulation.reporters.append(reporter)``) that, at each report step, evaluates the *same* model
+instance the ML force runs (:meth:`mlff.calculators.openmm.MLSystem.evaluate` of the
+:class:`~mlff.calculators.openmm.MLSystem` from
+:func:`mlff.calculators.openmm.build_ml_system`, either route), so no second copy of the model
+is loaded.
 """
 
 from __future__ import annotations
@@ -24,9 +27,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import openmm
+    import openmm.app
+
+    from mlff.calculators.openmm import MLSystem
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +107,6 @@ class UQMonitor:
         self.warn, self.stop = warn, stop
         self.frames_path = None if frames_path is None else Path(frames_path)
         self.numbers = None if numbers is None else np.asarray(numbers, dtype=int)
-        self.n_warned = 0
 
     def check(
         self,
@@ -125,7 +133,6 @@ class UQMonitor:
         record = UQRecord(int(step), float(time_ps), float(energy_std), float(per_atom[k]), k,
                           over_warn, over_stop)
         if over_warn:
-            self.n_warned += 1
             log.warning("step %d: max per-atom force std %.3f eV/A above the warn level %.3g on "
                         "atom(s) %s", step, record.max_force_std, self.warn, over_warn[:20])
             if self.frames_path is not None and positions is not None:
@@ -155,7 +162,7 @@ class UQMonitor:
         """Drop saved frames with a step after ``step`` (used on resume; keeps the file exact)."""
         import ase.io
 
-        from mlff.data.label import atomic_write_extxyz
+        from mlff.atomic import atomic_write_extxyz
 
         if self.frames_path is None or not self.frames_path.exists():
             return
@@ -163,67 +170,78 @@ class UQMonitor:
         keep = [a for a in frames if int(a.info.get("step", -1)) <= step]
         if len(keep) != len(frames):
             atomic_write_extxyz(self.frames_path, keep)
-        self.n_warned = len(keep)
 
 
 class UQReporter:
-    """OpenMM reporter: ensemble spread from the TorchForce's own TorchScript module.
+    """OpenMM reporter: the ensemble spread of the ML force's own model at every report step.
+
+    Register it with ``simulation.reporters.append(reporter)``; OpenMM then calls
+    :meth:`report` every ``interval`` steps (at steps that are multiples of ``interval``) from
+    inside ``Simulation.step``. OpenMM never reports at step 0: call :meth:`report_now` for a
+    step off the interval.
 
     Args:
-        module: the module from :func:`calculators.openmm.make_torch_module` that the
-            ``openmmtorch.TorchForce`` was built from (its exported ``ensemble_std`` is called).
+        ml: the :class:`~mlff.calculators.openmm.MLSystem` whose force the Simulation runs (its
+            :meth:`~mlff.calculators.openmm.MLSystem.evaluate` gives the spread, either route).
         monitor: the :class:`UQMonitor` (levels and frame file).
         interval: report interval in steps.
         timestep_ps: MD time step (ps), for the recorded time.
-        periodic: pass the box vectors to the module.
 
-    The last record is in :attr:`last`; every record is appended to :attr:`records`.
-    ``report`` raises :class:`UncertaintyStop` (out of ``Simulation.step``) above the stop level.
+    After a report, :attr:`last` is its :class:`UQRecord` and :attr:`state` the OpenMM State it
+    evaluated (positions unwrapped, energies). :meth:`report` raises :class:`UncertaintyStop`
+    (out of ``Simulation.step``) above the stop level, after setting both.
     """
 
-    def __init__(self, module, monitor: UQMonitor, interval: int, timestep_ps: float,
-                 periodic: bool = False) -> None:
-        if not hasattr(module, "ensemble_std"):
-            raise TypeError("module must be a make_torch_module() module exporting ensemble_std")
-        self.module = module
+    def __init__(self, ml: "MLSystem", monitor: UQMonitor, interval: int, timestep_ps: float) -> None:
+        if int(interval) < 1:
+            raise ValueError(f"interval must be a positive number of steps, got {interval}")
+        self.ml = ml
         self.monitor = monitor
         self.interval = int(interval)
         self.timestep_ps = float(timestep_ps)
-        self.periodic = bool(periodic)
         self.last: Optional[UQRecord] = None
-        self.records: List[UQRecord] = []
+        self.state: Optional["openmm.State"] = None
 
-    def describeNextReport(self, simulation) -> dict:  # noqa: N802 - OpenMM's API
+    def describeNextReport(self, simulation: "openmm.app.Simulation") -> dict:  # noqa: N802 - OpenMM's API
+        """Steps to the next multiple of ``interval``; positions (unwrapped) and energies."""
         steps = self.interval - simulation.currentStep % self.interval
-        return {"steps": steps, "periodic": None, "include": ["positions"]}
+        return {"steps": steps, "periodic": False, "include": ["positions", "energy"]}
 
-    def evaluate(self, state) -> tuple:
+    def evaluate(self, state: "openmm.State") -> tuple:
         """``(energy_std eV, forces_std [N, 3] eV/A, positions [N, 3] A, cell [3, 3] A or None)``
-        of an OpenMM State holding positions."""
+        of an OpenMM State holding positions (and box vectors when periodic)."""
         import openmm.unit as u
-        import torch
 
         from mlff.units import KJ_PER_MOL_PER_NM_TO_EV_PER_A, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM
 
-        pos_nm = np.asarray(state.getPositions(asNumpy=True).value_in_unit(u.nanometer))
-        box_nm = None
-        if self.periodic:
-            box_nm = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer))
-        out = self.module.ensemble_std(  # needs autograd inside (forces): no no_grad here
-            torch.from_numpy(pos_nm), None if box_nm is None else torch.from_numpy(box_nm))
+        out = self.ml.evaluate(state)
         e_std = float(out["energy_std"]) * KJ_PER_MOL_TO_EV
-        f_std = out["forces_std"].cpu().numpy().astype(np.float64) * KJ_PER_MOL_PER_NM_TO_EV_PER_A
-        cell = None if box_nm is None else box_nm * NM_TO_ANGSTROM
-        return e_std, f_std, pos_nm * NM_TO_ANGSTROM, cell
+        f_std = np.asarray(out["forces_std"], dtype=np.float64) * KJ_PER_MOL_PER_NM_TO_EV_PER_A
+        pos = np.asarray(state.getPositions(asNumpy=True).value_in_unit(u.nanometer)) * NM_TO_ANGSTROM
+        cell = None
+        if self.ml.periodic:
+            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)
+            cell = np.asarray(box) * NM_TO_ANGSTROM
+        return e_std, f_std, pos, cell
 
-    def report(self, simulation, state) -> None:
-        """Evaluate and check the current state (raises :class:`UncertaintyStop`)."""
+    def report(self, simulation: "openmm.app.Simulation", state: "openmm.State") -> None:
+        """Evaluate and check ``state`` at the simulation's current step.
+
+        Raises:
+            UncertaintyStop: above the stop level (:attr:`last` and :attr:`state` are set).
+        """
         step = int(simulation.currentStep)
         e_std, f_std, pos, cell = self.evaluate(state)
+        self.state = state
         try:
             self.last = self.monitor.check(step, step * self.timestep_ps, e_std, f_std, pos, cell)
         except UncertaintyStop as stop:
             self.last = stop.record
-            self.records.append(stop.record)
             raise
-        self.records.append(self.last)
+
+    def report_now(self, simulation: "openmm.app.Simulation") -> UQRecord:
+        """:meth:`report` on the current State, for steps OpenMM does not report (step 0, a
+        last step off the interval). Returns :attr:`last`; raises as :meth:`report`."""
+        state = simulation.context.getState(getPositions=True, getEnergy=True)
+        self.report(simulation, state)
+        return self.last

@@ -1,37 +1,26 @@
-"""Small float64 random MACE models (single and 3-member ensemble) saved to files, shared by the
-workflow tests. Built here, never downloaded: the tests do not depend on the shipped model."""
+"""Workflow-test fixtures: small float64 random models (single and 3-member ensemble) saved to
+files, built with the factory of ``tests/conftest.py``, plus structures (imported by name:
+``from conftest import ALANINE, grid_gas``)."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from mlff.io import save_model
-from mlff.models.mace import MACE, MACEConfig
-from mlff.models.potential import Potential
-
 ALANINE = Path(__file__).resolve().parents[2] / "data" / "examples" / "alanine_dipeptide.pdb"
 
-
-def small_potential(ensemble_size: int = 1, seed: int = 0, scale: float = 0.05) -> Potential:
-    """A tiny float64 MACE (H C N O, r_cut 4 A) with random weights; the small energy scale keeps
-    random forces gentle (a few tenths of eV/A) so short MD stays physical enough to test."""
-    torch.manual_seed(seed)
-    cfg = MACEConfig(elements=(1, 6, 7, 8), channels=8, max_L=1, max_ell=2, correlation=2,
-                     r_cut=4.0, num_interactions=2, num_bessel=6, radial_mlp=(16, 16),
-                     readout_mlp=8, avg_num_neighbors=6.0, e0s=(-10.7, -48.8, -70.9, -102.5),
-                     scale=scale, dtype="float64", ensemble_size=ensemble_size)
-    return Potential(MACE(cfg)).eval()
+#: Energy scale (eV) of the workflow models: it keeps random forces gentle (a few tenths of
+#: eV/A) so short MD stays physical enough to test.
+GENTLE_SCALE_EV = 0.05
 
 
 @pytest.fixture(scope="session")
-def model_paths(tmp_path_factory) -> dict:
-    """``{"single": path, "ensemble": path}`` of small saved models."""
+def model_paths(tmp_path_factory, saved_model) -> dict:
+    """``{"single": path, "ensemble": path}`` of small saved models (energy scale
+    :data:`GENTLE_SCALE_EV`)."""
     d = tmp_path_factory.mktemp("models")
-    paths = {"single": d / "single.pt", "ensemble": d / "ensemble.pt"}
-    save_model(small_potential(1), paths["single"])
-    save_model(small_potential(3), paths["ensemble"])
-    return paths
+    return {name: saved_model(d, m, name=f"{name}.pt", scale=GENTLE_SCALE_EV)
+            for name, m in (("single", 1), ("ensemble", 3))}
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import csv
 import numpy as np
 import pytest
 
-from md_workflows.cli import main
-from md_workflows.md import MDConfig, read_frames, run_md
+from mlff.md_workflows.cli import main
+from mlff.md_workflows.md import MDConfig, read_frames, run_md
 
 from conftest import ALANINE, grid_gas
 
@@ -25,7 +25,7 @@ def _col(rows, key):
 def test_nve_conserves_energy(engine, tmp_path, model_paths, capsys):
     g = grid_gas(tmp_path)
     cfg = MDConfig(structure=str(g), out=str(tmp_path / "run"), model=str(model_paths["single"]),
-                   engine=engine, ensemble="nve", temperature=300.0, timestep=0.5, steps=1000,
+                   engine=engine, ensemble="nve", temperature_K=300.0, timestep_fs=0.5, steps=1000,
                    report_every=10, progress=False)
     result = run_md(cfg)
     rows = _log(tmp_path / "run")
@@ -46,8 +46,8 @@ def test_nve_conserves_energy(engine, tmp_path, model_paths, capsys):
 def test_nvt_mean_temperature(engine, tmp_path, model_paths, capsys):
     g = grid_gas(tmp_path)
     cfg = MDConfig(structure=str(g), out=str(tmp_path / "run"), model=str(model_paths["single"]),
-                   engine=engine, ensemble="nvt", temperature=300.0, timestep=1.0, steps=2000,
-                   report_every=10, friction=50.0, progress=False)
+                   engine=engine, ensemble="nvt", temperature_K=300.0, timestep_fs=1.0, steps=2000,
+                   report_every=10, friction_per_ps=50.0, progress=False)
     run_md(cfg)
     temps = _col(_log(tmp_path / "run"), "temperature_K")[50:]  # after 0.5 ps
     with capsys.disabled():
@@ -58,7 +58,7 @@ def test_nvt_mean_temperature(engine, tmp_path, model_paths, capsys):
 @pytest.mark.parametrize("engine", ["openmm", "ase"])
 def test_resume_equals_uninterrupted(engine, tmp_path, model_paths):
     common = dict(structure=str(ALANINE), model=str(model_paths["ensemble"]), engine=engine,
-                  ensemble="nvt", temperature=300.0, timestep=0.5, report_every=10, seed=7,
+                  ensemble="nvt", temperature_K=300.0, timestep_fs=0.5, report_every=10, seed=7,
                   progress=False)
     full = run_md(MDConfig(out=str(tmp_path / "full"), steps=60, **common))
     part = tmp_path / "part"
@@ -89,8 +89,8 @@ def _broken_alanine(tmp_path, model):
     normal and broken max force std of ``model``."""
     import ase.io
 
-    from calculators.ase import MLFFCalculator
-    from md_workflows.uq import per_atom_force_std
+    from mlff.calculators.ase import MLFFCalculator
+    from mlff.md_workflows.uq import per_atom_force_std
 
     atoms = ase.io.read(ALANINE)
     calc = MLFFCalculator(str(model))
@@ -114,7 +114,7 @@ def test_uq_stop_triggers_on_broken_structure_only(engine, tmp_path, model_paths
     assert bad > 3 * normal  # the members disagree where the structure is broken
     stop = float(np.sqrt(normal * bad))
     common = dict(model=str(model_paths["ensemble"]), engine=engine, ensemble="nvt",
-                  temperature=10.0, timestep=0.25, steps=20, report_every=10, progress=False,
+                  temperature_K=10.0, timestep_fs=0.25, steps=20, report_every=10, progress=False,
                   uq_warn=stop / 2, uq_stop=stop)
     ok = run_md(MDConfig(structure=str(ALANINE), out=str(tmp_path / "ok"), **common))
     assert ok.stopped is None and ok.steps_done == 20
@@ -161,3 +161,59 @@ def test_demo_at_reduced_length(tmp_path, model_paths, capsys):
         assert str(out / name) in printed
     assert main(["demo", "--model", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_uq_reporter_is_registered_and_fires_at_report_steps(model_paths):
+    import openmm.unit as u
+
+    from mlff.md_workflows.engines import make_engine
+    from mlff.md_workflows.structure import load_structure
+    from mlff.md_workflows.uq import UQMonitor, UQReporter
+
+    cfg = MDConfig(structure=str(ALANINE), out="unused", model=str(model_paths["ensemble"]),
+                   steps=30, report_every=10, progress=False)
+    atoms, topology = load_structure(cfg.structure)
+    engine = make_engine(cfg, atoms, topology, UQMonitor())
+    reporters = engine.simulation.reporters
+    assert len(reporters) == 1 and isinstance(reporters[0], UQReporter)
+    assert reporters[0].ml is engine.ml and engine.num_members == 3
+    fired = []
+    report = reporters[0].report
+    reporters[0].report = lambda sim, state: (fired.append(sim.currentStep), report(sim, state))
+    engine.step(25)
+    assert fired == [10, 20]
+    engine.step(5)
+    assert fired == [10, 20, 30] and reporters[0].last.step == 30
+    # the reporter evaluates the force's own model: its energy is the State's potential energy
+    state = reporters[0].state
+    energy = engine.ml.evaluate(state)["energy"]
+    assert energy == pytest.approx(state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole),
+                                   rel=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["openmm", "ase"])
+def test_uq_stop_after_steps_saves_the_step_and_resumes(engine, tmp_path, model_paths, monkeypatch):
+    # the stop level drops to ~0 from step 10: OpenMM raises inside Simulation.step (reporter)
+    from mlff.md_workflows.uq import UQMonitor
+
+    check = UQMonitor.check
+
+    def stop_from_step_10(self, step, *args, **kwargs):
+        self.stop = 1e-12 if step >= 10 else None
+        return check(self, step, *args, **kwargs)
+
+    common = dict(structure=str(ALANINE), model=str(model_paths["ensemble"]), engine=engine,
+                  ensemble="nvt", steps=30, report_every=10, progress=False, seed=2)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(UQMonitor, "check", stop_from_step_10)
+        res = run_md(MDConfig(out=str(out), **common))
+    assert res.stopped is not None and "step 10" in res.stopped
+    assert res.steps_done == 10 and res.n_frames == 2
+    assert [r["step"] for r in _log(out)] == ["0", "10"]
+    assert np.isfinite(_col(_log(out), "max_force_std_eV_A")).all()
+    assert read_frames(out, 22).shape == (2, 22, 3)
+    resumed = run_md(MDConfig(out=str(out), **common), resume=True)
+    assert resumed.stopped is None and resumed.steps_done == 30
+    assert [r["step"] for r in _log(out)] == ["0", "10", "20", "30"]
+    assert read_frames(out, 22).shape == (4, 22, 3)

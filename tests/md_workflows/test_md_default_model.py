@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from md_workflows.md import MDConfig, run_md
+from mlff.md_workflows.md import MDConfig, run_md
 from mlff.assets_path import asset
 
 PHENOL = asset("examples/phenol.xyz")
@@ -15,7 +15,7 @@ PHENOL = asset("examples/phenol.xyz")
 @pytest.mark.parametrize("engine", ["openmm", "ase"])
 def test_default_model_nve_2ps_float64(engine, tmp_path, capsys):
     cfg = MDConfig(structure=str(PHENOL), out=str(tmp_path / "run"), model="default",
-                   engine=engine, ensemble="nve", temperature=300.0, timestep=0.5, steps=4000,
+                   engine=engine, ensemble="nve", temperature_K=300.0, timestep_fs=0.5, steps=4000,
                    report_every=20, dtype="float64", seed=1, progress=False)
     run_md(cfg)
     with open(tmp_path / "run" / "log.csv") as f:

@@ -11,18 +11,14 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from conftest import small_potential
-from md_workflows.md import MDConfig, run_md
-from mlff.io import save_model
-
-K_B_EV = 8.617333262e-5
-BAR_TO_EV_PER_A3 = 1e5 / 1.602176634e-19 * 1e-30
+from mlff.md_workflows.md import MDConfig, run_md
+from mlff.units import BAR_TO_EV_PER_A3, KB_EV_PER_K
 
 
 @pytest.fixture(scope="module")
-def ideal_gas(tmp_path_factory):
+def ideal_gas(tmp_path_factory, saved_model):
     d = tmp_path_factory.mktemp("gas")
-    save_model(small_potential(1, scale=0.0), d / "free.pt")
+    saved_model(d, 1, name="free.pt", scale=0.0)
     rng = np.random.default_rng(0)
     n, box = 18, 33.0
     atoms = Atoms(("HCHOHN" * 3)[:n], positions=rng.uniform(0, box, (n, 3)), cell=[box] * 3, pbc=True)
@@ -40,13 +36,13 @@ def test_npt_ideal_gas_volume(engine, ideal_gas, tmp_path, capsys):
     steps = 3000 if engine == "openmm" else 8000
     cfg = MDConfig(structure=str(ideal_gas / "gas.extxyz"), out=str(tmp_path / "run"),
                    model=str(ideal_gas / "free.pt"), engine=engine, ensemble="npt",
-                   temperature=temperature, pressure=pressure, timestep=4.0, steps=steps,
-                   report_every=10, friction=5.0, barostat_every=1, seed=3, progress=False)
+                   temperature_K=temperature, pressure_bar=pressure, timestep_fs=4.0, steps=steps,
+                   report_every=10, friction_per_ps=5.0, barostat_every=1, seed=3, progress=False)
     run_md(cfg)
     with open(tmp_path / "run" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     vol = np.array([float(r["volume_A3"]) for r in rows])[len(rows) // 5:]
-    expected = 19 * K_B_EV * temperature / (pressure * BAR_TO_EV_PER_A3)
+    expected = 19 * KB_EV_PER_K * temperature / (pressure * BAR_TO_EV_PER_A3)
     with capsys.disabled():
         print(f"\n[{engine} NPT ideal gas] <V> {vol.mean():.0f} A^3, expected {expected:.0f} "
               f"({vol.mean() / expected - 1:+.1%}), relative std {vol.std() / vol.mean():.2f}")

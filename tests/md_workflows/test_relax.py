@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from md_workflows.cli import main
-from md_workflows.relax import RelaxConfig, relax
+from mlff.md_workflows.cli import main
+from mlff.md_workflows.relax import RelaxConfig, relax
 
 from conftest import ALANINE, grid_gas
 
@@ -18,7 +18,7 @@ def test_ase_relax_reaches_fmax_on_distorted_molecule(optimizer, tmp_path, model
     atoms.rattle(0.05, seed=1)
     path = tmp_path / "distorted.xyz"
     ase.io.write(path, atoms)
-    res = relax(RelaxConfig(structure=str(path), out=str(tmp_path / "r"), fmax=2e-3, steps=500,
+    res = relax(RelaxConfig(structure=str(path), out=str(tmp_path / "r"), fmax_eV_per_A=2e-3, steps=500,
                             model=str(model_paths["single"]), optimizer=optimizer))
     assert res.converged and res.fmax_final < 2e-3
     relaxed = ase.io.read(res.files["relaxed"])
@@ -30,8 +30,8 @@ def test_cell_relax_on_strained_periodic_cell(tmp_path, model_paths):
     atoms.rattle(0.02, seed=2)
     path = tmp_path / "strained.extxyz"
     ase.io.write(path, atoms)
-    res = relax(RelaxConfig(structure=str(path), out=str(tmp_path / "r"), fmax=2e-3, steps=500,
-                            cell=True, pressure=1e4, model=str(model_paths["single"])))
+    res = relax(RelaxConfig(structure=str(path), out=str(tmp_path / "r"), fmax_eV_per_A=2e-3, steps=500,
+                            cell=True, pressure_bar=1e4, model=str(model_paths["single"])))
     assert res.converged and res.fmax_final < 2e-3
     relaxed = ase.io.read(res.files["relaxed"])
     # the tiny model is soft: 1 GPa of external pressure must compress the cell
