@@ -9,30 +9,46 @@ Everything here works in reduced units (kT). The input is what the sampler store
   samples for each of the P alchemical parameters named in ``ti_parameters``.
 - ``lambdas`` -- [K, P] the parameter values of the windows.
 
-pymbar does the statistics (MBAR, BAR, EXP, equilibration detection, statistical
-inefficiency); this module only decides which samples to use and how to combine windows.
-TI and the forward/reverse convergence are written here because pymbar has none; the TI
-uncertainty is the standard error of each window's mean propagated through the quadrature
-weights (the quadrature is linear in the window means).
+alchemlyb does the work on its u_nk / dHdl dataframes (built here from those arrays, one
+level ``window`` = k in the index): equilibration detection and subsampling
+(``alchemlyb.preprocessing.subsampling``), MBAR and BAR (on pymbar), TI with the trapezoid
+rule and the forward/reverse convergence. What alchemlyb lacks stays here, each marked "ours":
+the rule that combines several decorrelation series, the bootstrap error of BAR, EXP in both
+directions and TI on a cubic spline.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 from scipy.interpolate import CubicSpline
 
+#: adjacent windows overlapping less than this (MBAR overlap matrix) make estimates unreliable
+MIN_NEIGHBOUR_OVERLAP = 0.03
 
-def _quiet_pymbar():
-    """Import pymbar without its banner on stdout (it prints when JAX is missing)."""
+
+@lru_cache(maxsize=None)
+def _lib() -> SimpleNamespace:
+    """alchemlyb and pymbar, imported without pymbar's banner on stdout (printed when JAX is
+    missing) and with alchemlyb's loguru debug log switched off."""
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pymbar
-        from pymbar import other_estimators, timeseries
-    return pymbar, other_estimators, timeseries
+        from alchemlyb import concat
+        from alchemlyb.convergence import forward_backward_convergence
+        from alchemlyb.estimators import BAR, MBAR, TI
+        from alchemlyb.preprocessing import subsampling
+        from loguru import logger
+        from pymbar import other_estimators
+    logger.disable("alchemlyb")
+    return SimpleNamespace(concat=concat, forward_backward_convergence=forward_backward_convergence,
+                           BAR=BAR, MBAR=MBAR, TI=TI, subsampling=subsampling,
+                           other_estimators=other_estimators)
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,9 @@ class Estimate:
 
 @dataclass
 class Subsampled:
-    """Decorrelated samples per window, the indices kept and the statistics behind them."""
+    """Decorrelated samples per window (``u_kln`` K arrays [K, n_k], ``dudl`` K arrays
+    [n_k, P] or None), the sample indices kept, the equilibration cut t0 (samples) and the
+    statistical inefficiency g (samples after the cut per sample kept)."""
 
     u_kln: list[np.ndarray]
     dudl: list[np.ndarray] | None
@@ -66,7 +84,14 @@ class Subsampled:
 
 @dataclass
 class FreeEnergyResult:
-    """All estimators for one leg (first window -> last window), in kT."""
+    """All estimators for one leg (first window -> last window), in kT.
+
+    ``overlap`` [K, K] MBAR overlap matrix; ``mbar_f_k``, ``mbar_df_k`` [K] MBAR free energies
+    of every window relative to the first and their errors; ``dudl_mean``, ``dudl_sem`` [K, P]
+    per-window mean dU/dlambda_p and its standard error; ``ti_dhdl`` the decorrelated dHdl
+    frame (alchemlyb layout, kT) of each parameter p over the windows where it changes;
+    ``convergence`` alchemlyb's forward/backward MBAR table (kT), None when not computed.
+    """
 
     estimates: dict[str, Estimate]
     overlap: np.ndarray
@@ -77,7 +102,8 @@ class FreeEnergyResult:
     equilibration_index: list[int]
     dudl_mean: np.ndarray | None = None
     dudl_sem: np.ndarray | None = None
-    convergence: dict = field(default_factory=dict)
+    ti_dhdl: dict[int, pd.DataFrame] | None = None
+    convergence: pd.DataFrame | None = None
 
     @property
     def min_neighbour_overlap(self) -> float:
@@ -102,9 +128,28 @@ def _validate(u_kln: list[np.ndarray]) -> int:
     return k
 
 
+def _index(n: int, level: str, value: float) -> pd.MultiIndex:
+    """alchemlyb's row index for n samples of one window: (time = sample number, level)."""
+    return pd.MultiIndex.from_arrays([np.arange(n, dtype=float), np.full(n, value)],
+                                     names=["time", level])
+
+
+def u_nk_frames(u_kln: list[np.ndarray]) -> list[pd.DataFrame]:
+    """One alchemlyb u_nk frame per window: [N_k, K] reduced potentials (kT), index
+    (time = sample number, window = k), columns the windows 0..K-1."""
+    k = len(u_kln)
+    frames = []
+    for i, u in enumerate(u_kln):
+        u = np.asarray(u, dtype=float)
+        frame = pd.DataFrame(u.T, index=_index(u.shape[1], "window", i), columns=list(range(k)))
+        frame.attrs = {"energy_unit": "kT"}
+        frames.append(frame)
+    return frames
+
+
 def subsample(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
               detect_equilibration: bool = True) -> Subsampled:
-    """Discard each window's equilibration and keep decorrelated samples (pymbar.timeseries).
+    """Discard each window's equilibration and keep decorrelated samples (alchemlyb).
 
     The series that decide both are what the estimators average: the work values to the
     neighbouring windows (u_{k+1} - u_k and u_{k-1} - u_k: BAR and EXP) and the summed
@@ -112,15 +157,17 @@ def subsample(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
     per-sample constant cancels from its weights. The window's own u_k is not used: in solution
     it is dominated by the solvent's energy, which decorrelates several times slower than the
     solute's coupling and enters no estimate, so it would throw away good samples (alchemlyb's
-    ``decorrelate_u_nk(method="dE")`` makes the same choice). The equilibration time is the
-    largest that pymbar's detect_equilibration finds in those series; the statistical
-    inefficiency is the largest of theirs after it.
+    ``decorrelate_u_nk(method="dE")`` makes the same choice). The equilibration cut is the
+    latest that alchemlyb's ``equilibrium_detection`` finds in those series; the samples kept
+    after it are those its ``statistical_inefficiency`` keeps for the most correlated of them.
     """
-    _, _, timeseries = _quiet_pymbar()
+    sub = _lib().subsampling
     k = _validate(u_kln)
+    frames = u_nk_frames(u_kln)
     out_u, out_d, idx, t0s, gs = [], [], [], [], []
-    for i in range(k):
+    for i, frame in enumerate(frames):
         u = np.asarray(u_kln[i], dtype=float)
+        n = u.shape[1]
         series = []
         if i + 1 < k:
             series.append(u[i + 1] - u[i])
@@ -128,77 +175,77 @@ def subsample(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
             series.append(u[i - 1] - u[i])
         if dudl is not None:
             series.append(np.asarray(dudl[i], dtype=float).sum(axis=1))
-        series = [s for s in series if np.ptp(s) > 0]  # an unused parameter: nothing to decorrelate
-        t0 = 0
+        series = [pd.Series(s, index=frame.index) for s in series if np.ptp(s) > 0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            t0 = 0
             if detect_equilibration and series:
-                t0 = max(int(timeseries.detect_equilibration(s)[0]) for s in series)
-            g = max((_inefficiency(timeseries, s[t0:]) for s in series), default=1.0)
-            keep = t0 + np.asarray(timeseries.subsample_correlated_data(u[i, t0:], g=g), dtype=int)
+                t0 = max(_kept(sub.equilibrium_detection(frame, s))[0] for s in series)
+            # ours: alchemlyb subsamples on one series; the estimators here average all of them.
+            # Fewest kept = largest g; of equally many, the later ones (the larger g)
+            tail = [s.iloc[t0:] for s in series if n - t0 >= 3 and np.ptp(s.iloc[t0:]) > 0]
+            keep = min((_kept(sub.statistical_inefficiency(frame.iloc[t0:], s, conservative=False))
+                        for s in tail), key=lambda kept: (len(kept), -kept.sum()),
+                       default=np.arange(t0, n))
         if len(keep) < 2:
-            keep = np.arange(t0, u.shape[1])[-2:]
+            keep = np.arange(t0, n)[-2:]
         idx.append(keep)
-        t0s.append(t0)
-        gs.append(float(g))
+        t0s.append(int(t0))
+        gs.append((n - t0) / len(keep))
         out_u.append(u[:, keep])
         if dudl is not None:
             out_d.append(np.asarray(dudl[i], dtype=float)[keep])
     return Subsampled(out_u, out_d if dudl is not None else None, idx, t0s, gs)
 
 
-def _inefficiency(timeseries, series: np.ndarray) -> float:
-    """Statistical inefficiency (>= 1); a constant series (an unused parameter) counts as 1."""
-    if len(series) < 3 or np.ptp(series) == 0:
-        return 1.0
-    return float(timeseries.statistical_inefficiency(series))
-
-
-def _u_kn(u_kln: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate(u_kln, axis=1), np.array([u.shape[1] for u in u_kln])
+def _kept(frame: pd.DataFrame) -> np.ndarray:
+    """Sample numbers (the ``time`` level of :func:`u_nk_frames`) left in a subsampled frame."""
+    return frame.index.get_level_values("time").to_numpy().astype(int)
 
 
 def mbar(u_kln: list[np.ndarray]):
-    """pymbar.MBAR over the windows; returns (mbar, Delta_f [K,K], dDelta_f [K,K])."""
-    pymbar, _, _ = _quiet_pymbar()
-    u_kn, n_k = _u_kn(u_kln)
+    """alchemlyb's MBAR over the windows; returns (estimator, Delta_f [K,K], dDelta_f [K,K])."""
+    lib = _lib()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = pymbar.MBAR(u_kn, n_k, solver_protocol="robust")
-        r = m.compute_free_energy_differences()
-    return m, np.asarray(r["Delta_f"]), np.asarray(r["dDelta_f"])
+        est = lib.MBAR().fit(lib.concat(u_nk_frames(u_kln)))
+    return est, est.delta_f_.to_numpy(), est.d_delta_f_.to_numpy()
 
 
-def _bar_sum(other, u_kln: list[np.ndarray], index: list[np.ndarray] | None = None) -> tuple[float, float]:
-    """Sum of neighbour BAR estimates and the sum of their analytic variances."""
-    total, var = 0.0, 0.0
+def _bar_resampled(other, u_kln: list[np.ndarray], index: list[np.ndarray]) -> float:
+    """Sum of neighbour BAR estimates on the samples ``index[k]`` of each window k."""
+    total = 0.0
     for i in range(len(u_kln) - 1):
-        a = u_kln[i] if index is None else u_kln[i][:, index[i]]
-        b = u_kln[i + 1] if index is None else u_kln[i + 1][:, index[i + 1]]
+        a, b = u_kln[i][:, index[i]], u_kln[i + 1][:, index[i + 1]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = other.bar(a[i + 1] - a[i], b[i] - b[i + 1], compute_uncertainty=index is None)
+            r = other.bar(a[i + 1] - a[i], b[i] - b[i + 1], compute_uncertainty=False)
         total += float(r["Delta_f"])
-        if index is None:
-            var += float(r["dDelta_f"]) ** 2
-    return total, var
+    return total
 
 
 def bar(u_kln: list[np.ndarray], n_bootstrap: int = 200, seed: int = 0) -> Estimate:
-    """Sum of BAR between neighbouring windows.
+    """Sum of BAR between neighbouring windows (alchemlyb's BAR).
 
     Neighbouring pairs share a window's samples, so their errors are correlated and adding
     the analytic variances in quadrature under-reports the total (by about 30% on the
-    harmonic-oscillator tests). With ``n_bootstrap`` > 0 the error is the standard deviation of
-    the sum over bootstrap resamples of each window's (decorrelated) samples instead.
+    harmonic-oscillator tests; alchemlyb reports no error beyond neighbours for that reason).
+    With ``n_bootstrap`` > 0 the error is the standard deviation of the sum over bootstrap
+    resamples of each window's (decorrelated) samples instead.
     """
-    _, other, _ = _quiet_pymbar()
-    total, var = _bar_sum(other, u_kln)
+    lib = _lib()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = lib.BAR().fit(lib.concat(u_nk_frames(u_kln)))
+    total = float(est.delta_f_.iloc[0, -1])
     if n_bootstrap <= 0:
-        return Estimate(total, float(np.sqrt(var)))
+        return Estimate(total, float(np.sqrt(np.sum(np.diag(est.d_delta_f_.to_numpy(), 1) ** 2))))
+    # ours: alchemlyb has no BAR bootstrap; refitting its BAR 200 times costs ~20 s a leg, so
+    # the resamples call the pymbar bar that it wraps
     rng = np.random.default_rng(seed)
     sums = [
-        _bar_sum(other, u_kln, [rng.integers(0, u.shape[1], u.shape[1]) for u in u_kln])[0]
+        _bar_resampled(lib.other_estimators, u_kln,
+                       [rng.integers(0, u.shape[1], u.shape[1]) for u in u_kln])
         for _ in range(n_bootstrap)
     ]
     return Estimate(total, float(np.std(sums, ddof=1)))
@@ -208,8 +255,9 @@ def exp(u_kln: list[np.ndarray], reverse: bool = False) -> Estimate:
     """Zwanzig exponential averaging between neighbours, forward (k -> k+1) or reverse.
 
     Reverse runs from the last window back, so its sign is flipped to give first -> last.
+    Ours: alchemlyb has no EXP estimator; pymbar's exp does each pair.
     """
-    _, other, _ = _quiet_pymbar()
+    other = _lib().other_estimators
     total, var = 0.0, 0.0
     for i in range(len(u_kln) - 1):
         if reverse:
@@ -226,91 +274,118 @@ def exp(u_kln: list[np.ndarray], reverse: bool = False) -> Estimate:
     return Estimate(total, float(np.sqrt(var)))
 
 
-def _quadrature_weights(x: np.ndarray, method: str) -> np.ndarray:
-    """Weights w with integral of f over x ~= sum_i w_i f(x_i) (x strictly monotonic).
-
-    ``trapezoid`` or ``cubic`` (natural cubic spline through the points; its integral is
-    linear in the values, so integrating the spline of each unit vector gives the weights).
-    """
-    n = len(x)
-    if n < 2:
-        return np.zeros(n)
-    if method == "trapezoid" or n < 3:
-        w = np.zeros(n)
-        dx = np.diff(x)
-        w[:-1] += dx / 2
-        w[1:] += dx / 2
-        return w
-    if method == "cubic":
-        order = np.argsort(x)
-        xs = x[order]
-        w_sorted = np.array([CubicSpline(xs, e, bc_type="natural").integrate(xs[0], xs[-1])
-                             for e in np.eye(n)])
-        w = np.empty(n)
-        w[order] = w_sorted
-        return w * (1.0 if x[-1] >= x[0] else -1.0)
-    raise ValueError(f"unknown TI quadrature {method!r}: use 'trapezoid' or 'cubic'")
-
-
-def ti(lambdas: np.ndarray, dudl_mean: np.ndarray, dudl_sem: np.ndarray,
-       method: str = "trapezoid") -> Estimate:
-    """Thermodynamic integration along the window path.
-
-    Args:
-        lambdas: [K, P] parameter values per window.
-        dudl_mean: [K, P] mean dU/dlambda_p / kT per window.
-        dudl_sem: [K, P] standard errors of those means.
-        method: ``trapezoid`` or ``cubic``.
-
-    For each parameter p, the windows over which lambda_p changes (a contiguous, monotonic
-    stretch, as in the usual "charges off, then sterics off" schedules) are integrated over
-    lambda_p; windows where it is constant contribute nothing.
-    """
-    lambdas = np.asarray(lambdas, dtype=float).reshape(len(dudl_mean), -1)
-    total, var = 0.0, 0.0
+def _stretches(lambdas: np.ndarray) -> dict[int, slice]:
+    """For each parameter p that changes, the windows over which it does: one contiguous,
+    strictly monotonic stretch (as in "charges off, then sterics off" schedules); windows
+    where lambda_p is constant contribute nothing to its TI integral."""
+    out = {}
     for p in range(lambdas.shape[1]):
         x = lambdas[:, p]
         moving = np.nonzero(np.abs(np.diff(x)) > 0)[0]
         if len(moving) == 0:
             continue
         lo, hi = moving[0], moving[-1] + 1
-        seg = slice(lo, hi + 1)
-        xs = x[seg]
-        d = np.diff(xs)
+        d = np.diff(x[lo:hi + 1])
         if not (np.all(d > 0) or np.all(d < 0)):
             raise ValueError(f"lambda parameter {p} is not monotonic over windows {lo}..{hi}; "
                              "TI needs each parameter to change in one monotonic stretch")
-        w = _quadrature_weights(xs, method)
-        total += float(w @ dudl_mean[seg, p])
-        var += float((w ** 2) @ (dudl_sem[seg, p] ** 2))
+        out[p] = slice(lo, hi + 1)
+    return out
+
+
+def ti_frames(lambdas: np.ndarray, dudl: list[np.ndarray]) -> dict[int, pd.DataFrame]:
+    """Per changing parameter p, the alchemlyb dHdl frame over its stretch: index (time,
+    ``lambda`` = lambda_p of the window), one column ``dHdl`` = dU/dlambda_p / kT."""
+    lambdas = np.asarray(lambdas, dtype=float).reshape(len(dudl), -1)
+    out = {}
+    for p, seg in _stretches(lambdas).items():
+        parts = []
+        for k in range(len(dudl))[seg]:
+            d = np.asarray(dudl[k], dtype=float)[:, p]
+            parts.append(pd.DataFrame({"dHdl": d}, index=_index(len(d), "lambda", lambdas[k, p])))
+        frame = pd.concat(parts)
+        frame.attrs = {"energy_unit": "kT"}
+        out[p] = frame
+    return out
+
+
+def _ti_trapezoid(lambdas: np.ndarray, frames: dict[int, pd.DataFrame]) -> Estimate:
+    """alchemlyb's TI (trapezoid rule) over each parameter's stretch, summed over parameters
+    (errors in quadrature); alchemlyb sorts by lambda, so first -> last is read by label."""
+    ti_cls = _lib().TI
+    total, var = 0.0, 0.0
+    for p, frame in frames.items():
+        x = lambdas[_stretches(lambdas)[p], p]
+        est = ti_cls().fit(frame)
+        total += float(est.delta_f_.loc[x[0], x[-1]])
+        var += float(est.d_delta_f_.loc[x[0], x[-1]]) ** 2
     return Estimate(total, float(np.sqrt(var)))
 
 
-def _mbar_estimate(u_kln: list[np.ndarray]) -> Estimate:
-    _, f, df = mbar(u_kln)
-    return Estimate(float(f[0, -1]), float(df[0, -1]))
+def _spline_weights(x: np.ndarray) -> np.ndarray:
+    """Weights w with integral over x of the natural cubic spline through (x_i, f_i) =
+    sum_i w_i f_i (x strictly monotonic; the integral is linear in the f_i, so integrating the
+    spline of each unit vector gives the weights). Two points: the trapezoid."""
+    n = len(x)
+    if n < 3:
+        return np.full(n, (x[-1] - x[0]) / 2)
+    order = np.argsort(x)
+    xs = x[order]
+    w = np.empty(n)
+    w[order] = [CubicSpline(xs, e, bc_type="natural").integrate(xs[0], xs[-1]) for e in np.eye(n)]
+    return w * (1.0 if x[-1] >= x[0] else -1.0)
 
 
-def convergence(sub: Subsampled, fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> dict:
-    """MBAR on growing fractions of each window's decorrelated samples, from the start
-    (forward) and from the end (reverse). Returns lists of fractions, values and errors (kT)."""
-    out = {"fraction": [], "forward": [], "forward_err": [], "reverse": [], "reverse_err": []}
-    for frac in fractions:
-        fwd, rev = [], []
-        for u in sub.u_kln:
-            n = max(2, int(round(frac * u.shape[1])))
-            fwd.append(u[:, :n])
-            rev.append(u[:, -n:])
+def _ti_cubic(lambdas: np.ndarray, mean: np.ndarray, sem: np.ndarray) -> Estimate:
+    """Ours (alchemlyb has no spline TI): each parameter's stretch integrated on a natural
+    cubic spline through the window means; the error propagates the standard errors of the
+    means through the (linear) quadrature weights."""
+    total, var = 0.0, 0.0
+    for p, seg in _stretches(lambdas).items():
+        w = _spline_weights(lambdas[seg, p])
+        total += float(w @ mean[seg, p])
+        var += float((w ** 2) @ (sem[seg, p] ** 2))
+    return Estimate(total, float(np.sqrt(var)))
+
+
+def _mean_sem(dudl: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """[K, P] mean dU/dlambda_p per window and its standard error (samples independent)."""
+    mean = np.array([np.asarray(d, dtype=float).mean(axis=0) for d in dudl])
+    sem = np.array([np.asarray(d, dtype=float).std(axis=0, ddof=1) / np.sqrt(len(d)) for d in dudl])
+    return mean, sem
+
+
+def ti(lambdas: np.ndarray, dudl: list[np.ndarray], method: str = "trapezoid") -> Estimate:
+    """Thermodynamic integration along the window path.
+
+    Args:
+        lambdas: [K, P] parameter values per window.
+        dudl: K arrays [N_k, P] of dU/dlambda_p / kT (decorrelated samples).
+        method: ``trapezoid`` (alchemlyb's TI) or ``cubic`` (natural cubic spline, ours).
+
+    For each parameter p, the windows over which lambda_p changes (see :func:`_stretches`) are
+    integrated over lambda_p; the parameters' integrals add up.
+    """
+    lambdas = np.asarray(lambdas, dtype=float).reshape(len(dudl), -1)
+    if method == "trapezoid":
+        return _ti_trapezoid(lambdas, ti_frames(lambdas, dudl))
+    if method == "cubic":
+        return _ti_cubic(lambdas, *_mean_sem(dudl))
+    raise ValueError(f"unknown TI quadrature {method!r}: use 'trapezoid' or 'cubic'")
+
+
+def convergence(sub: Subsampled, num: int = 10) -> pd.DataFrame | None:
+    """alchemlyb's forward/backward convergence: MBAR on the first and on the last 1/num,
+    2/num, ... of each window's decorrelated samples. Columns ``Forward``, ``Forward_Error``,
+    ``Backward``, ``Backward_Error`` (kT) and ``data_fraction``; None when MBAR cannot be
+    solved on the smallest fractions (too few samples)."""
+    lib = _lib()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            ef, er = _mbar_estimate(fwd), _mbar_estimate(rev)
-        except Exception:  # too few samples for MBAR at small fractions: skip that point
-            continue
-        out["fraction"].append(float(frac))
-        out["forward"].append(ef.value)
-        out["forward_err"].append(ef.error)
-        out["reverse"].append(er.value)
-        out["reverse_err"].append(er.error)
-    return out
+            return lib.forward_backward_convergence(u_nk_frames(sub.u_kln), "MBAR", num=num)
+        except Exception:  # too few samples for MBAR at small fractions: no curve
+            return None
 
 
 def analyze(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
@@ -322,22 +397,23 @@ def analyze(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
     m, f, df = mbar(sub.u_kln)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        overlap = np.asarray(m.compute_overlap()["matrix"])
+        overlap = np.asarray(m.overlap_matrix)
     estimates = {
         "MBAR": Estimate(float(f[0, -1]), float(df[0, -1])),
         "BAR": bar(sub.u_kln),
         "EXP_forward": exp(sub.u_kln),
         "EXP_reverse": exp(sub.u_kln, reverse=True),
     }
-    mean = sem = None
+    mean = sem = frames = None
     if sub.dudl is not None:
         if lambdas is None:
             raise ValueError("TI needs the windows' lambda values (lambdas [K, P])")
-        mean = np.array([d.mean(axis=0) for d in sub.dudl])
-        sem = np.array([d.std(axis=0, ddof=1) / np.sqrt(len(d)) for d in sub.dudl])
-        estimates["TI_trapezoid"] = ti(lambdas, mean, sem, "trapezoid")
-        estimates["TI_cubic"] = ti(lambdas, mean, sem, "cubic")
+        lam = np.asarray(lambdas, dtype=float).reshape(len(sub.dudl), -1)
+        mean, sem = _mean_sem(sub.dudl)
+        frames = ti_frames(lam, sub.dudl)
+        estimates["TI_trapezoid"] = _ti_trapezoid(lam, frames)
+        estimates["TI_cubic"] = _ti_cubic(lam, mean, sem)
     return FreeEnergyResult(
         estimates=estimates, overlap=overlap, mbar_f_k=f[0], mbar_df_k=df[0], n_k=sub.n_k,
         statistical_inefficiency=sub.g, equilibration_index=sub.t0, dudl_mean=mean,
-        dudl_sem=sem, convergence=convergence(sub) if with_convergence else {})
+        dudl_sem=sem, ti_dhdl=frames, convergence=convergence(sub) if with_convergence else None)

@@ -26,123 +26,15 @@ import numpy as np
 
 from mlff.atomic import atomic_write_text
 
-from .alchemical import LambdaSchedule, alchemical_system
+from .alchemical import alchemical_system
 from .dataframes import write_alchemlyb
 from .estimators import FreeEnergyResult, analyze
 from .plots import plot_convergence, plot_dudl, plot_overlap
 from .replica_exchange import run_hrex_leg
-from .sampling import (KJ_PER_KCAL, MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings,
-                       prepare_leg, run_leg)
+from .hydration_config import HydrationConfig
+from .sampling import LegSamples, prepare_leg, run_leg
 
 ESTIMATORS = ("MBAR", "BAR", "TI_trapezoid", "TI_cubic", "EXP_forward", "EXP_reverse")
-
-
-@dataclass(frozen=True)
-class HydrationConfig:
-    """Everything that defines a hydration free-energy calculation (units in the names).
-
-    ``method``: ``independent`` windows (parallel processes or a Dask cluster; MBAR, BAR, EXP
-    and TI) or ``hrex`` (Hamiltonian replica exchange with openmmtools in one process; MBAR,
-    BAR and EXP, no TI).
-
-    The defaults are the protocol of benchmarks/freesolv.py: GAFF2/AM1-BCC in a 2.5 nm TIP3P
-    box, PME 0.9 nm, 4 fs with hydrogen masses of 3 amu, 298.15 K and 1 atm, 13 windows of
-    10 ps equilibration + 70 ps production with energies at every window each 1 ps; the vacuum
-    leg on the Reference platform (faster than CPU for a handful of atoms).
-    """
-
-    smiles: str | None = None
-    name: str | None = None
-    molecule_file: str | None = None
-    start_dihedrals: dict[str, float] | None = None
-    forcefield: str = "gaff2"
-    electrostatics_windows: tuple[float, ...] = LambdaSchedule().electrostatics
-    sterics_windows: tuple[float, ...] = LambdaSchedule().sterics
-    box_edge_nm: float = 2.5
-    nonbonded_cutoff_nm: float = 0.9
-    hydrogen_mass_amu: float | None = 3.0
-    temperature_K: float = 298.15
-    pressure_bar: float = 1.01325
-    timestep_fs: float = 4.0
-    friction_per_ps: float = 1.0
-    equilibration_ps: float = 10.0
-    production_ps: float = 70.0
-    sample_every_ps: float = 1.0
-    water_platform: str = "CPU"
-    vacuum_platform: str = "Reference"
-    threads: int = 1
-    workers: int = 2
-    scheduler: str | None = None
-    seed: int = 0
-    cache_dir: str | None = None
-    method: str = "independent"
-
-    def __post_init__(self):
-        if (self.smiles is None) == (self.molecule_file is None):
-            raise ValueError("give the molecule as exactly one of smiles (e.g. smiles: CCO) and "
-                             "molecule_file (a .mol, .sdf or .mol2 with hydrogens and 3D "
-                             "coordinates, whose conformer is then used)")
-        if self.molecule_file is not None:  # absolute, so a resumed run finds the same file
-            object.__setattr__(self, "molecule_file", str(Path(self.molecule_file).expanduser().resolve()))
-        object.__setattr__(self, "electrostatics_windows", tuple(float(x) for x in self.electrostatics_windows))
-        object.__setattr__(self, "sterics_windows", tuple(float(x) for x in self.sterics_windows))
-        self.schedule  # validates the windows
-        if self.box_edge_nm < 2 * self.nonbonded_cutoff_nm + 0.2:
-            raise ValueError(f"box_edge_nm {self.box_edge_nm} is too small for a "
-                             f"{self.nonbonded_cutoff_nm} nm cutoff: use at least "
-                             f"{2 * self.nonbonded_cutoff_nm + 0.2:.2f} nm")
-        if self.method not in ("independent", "hrex"):
-            raise ValueError(f"unknown sampling method {self.method!r}: use 'independent' "
-                             "(windows in parallel processes) or 'hrex' (replica exchange)")
-        if self.workers < 1 or self.threads < 1:
-            raise ValueError("workers and threads must be >= 1")
-        self.sampling("water")  # validates the sampling values
-
-    @property
-    def schedule(self) -> LambdaSchedule:
-        return LambdaSchedule(self.electrostatics_windows, self.sterics_windows)
-
-    @property
-    def label(self) -> str:
-        return self.name or self.smiles or Path(self.molecule_file).stem
-
-    @property
-    def kT_kcal_mol(self) -> float:
-        return MOLAR_GAS_CONSTANT_KJ * self.temperature_K / KJ_PER_KCAL
-
-    def sampling(self, leg: str) -> SamplingSettings:
-        return SamplingSettings(
-            temperature_K=self.temperature_K,
-            pressure_bar=self.pressure_bar if leg == "water" else None,
-            timestep_fs=self.timestep_fs, friction_per_ps=self.friction_per_ps,
-            equilibration_ps=self.equilibration_ps, production_ps=self.production_ps,
-            sample_every_ps=self.sample_every_ps,
-            platform=self.water_platform if leg == "water" else self.vacuum_platform,
-            threads=self.threads, seed=self.seed + (0 if leg == "water" else 1))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> "HydrationConfig":
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(valid)}")
-        if "smiles" not in values and "molecule_file" not in values:
-            raise ValueError(f"{where} needs 'smiles' (the molecule, e.g. smiles: CCO) or "
-                             "'molecule_file' (a .mol/.sdf/.mol2 with hydrogens and 3D coordinates)")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "HydrationConfig":
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of HydrationConfig keys")
-        data = data.get("hydration", data)
-        return cls.from_dict(data, where=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -199,8 +91,8 @@ def analyze_leg(name: str, leg_dir: Path, samples: LegSamples, kT_kcal_mol: floa
         "convergence_png": str(plot_convergence(res, leg_dir / "convergence.png", kT_kcal_mol, name)),
     }
     if with_ti:
-        files["dudl_png"] = str(plot_dudl(res, samples.lambdas, samples.ti_parameters,
-                                          leg_dir / "dudl.png", kT_kcal_mol, name))
+        files["dudl_png"] = str(plot_dudl(res, samples.ti_parameters, leg_dir / "dudl.png",
+                                          kT_kcal_mol, name))
     return LegResult(name, samples, res, files)
 
 

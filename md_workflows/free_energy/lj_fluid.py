@@ -9,7 +9,7 @@ it. The excess chemical potential mu_ex of one extra LJ particle is then availab
   ``mu_ex = Delta G(lambda 0 -> 1) / epsilon + LJFluid.tail_correction_insert``;
 - by Widom test-particle insertion on fluid frames, :func:`widom_insertion` (cut-off LJ plus the
   same analytic tail);
-- from an equation of state (tests/md_workflows/free_energy/jzg_eos.py, Johnson, Zollweg &
+- from an equation of state (:mod:`mlff.md_workflows.free_energy.lj_eos`, Johnson, Zollweg &
   Gubbins 1993).
 
 Conventions of the systems built here
@@ -36,6 +36,8 @@ from typing import Tuple, Union
 import numpy as np
 import openmm
 from openmm import unit
+
+from mlff.units import PS_TO_FS
 
 from .estimators import analyze
 from .sampling import MOLAR_GAS_CONSTANT_KJ, SamplingSettings, prepare_leg, run_leg
@@ -413,7 +415,7 @@ def alchemical_insertion(fluid: LJFluid, out_dir, lambdas=(0.0, 0.05, 0.1, 0.2, 
     """
     system, positions, box = build_lj_system(fluid)
     settings = SamplingSettings(
-        temperature_K=fluid.temperature_kelvin, timestep_fs=timestep_tau * fluid.tau * 1000.0,
+        temperature_K=fluid.temperature_kelvin, timestep_fs=timestep_tau * fluid.tau * PS_TO_FS,
         friction_per_ps=friction_per_tau / fluid.tau, equilibration_ps=equilibration_tau * fluid.tau,
         production_ps=production_tau * fluid.tau, sample_every_ps=sample_every_tau * fluid.tau,
         platform=platform, threads=threads, seed=seed, checkpoint_every_samples=50)

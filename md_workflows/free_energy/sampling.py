@@ -35,6 +35,7 @@ import numpy as np
 from openmm.unit import MOLAR_GAS_CONSTANT_R, kelvin, kilojoule_per_mole
 
 from mlff.atomic import atomic_savez, atomic_write_bytes
+from mlff.units import FS_TO_PS, PS_TO_FS
 
 try:  # progress bars are optional in worker processes
     from tqdm.auto import tqdm
@@ -43,8 +44,6 @@ except ImportError:  # pragma: no cover
 
 #: kJ/(mol K), OpenMM's value, so reduced potentials use the kT its thermostats use
 MOLAR_GAS_CONSTANT_KJ: float = MOLAR_GAS_CONSTANT_R.value_in_unit(kilojoule_per_mole / kelvin)
-#: kJ per kcal (thermochemical calorie)
-KJ_PER_KCAL = 4.184
 FORMAT_VERSION = 1
 
 
@@ -87,11 +86,11 @@ class SamplingSettings:
 
     @property
     def steps_per_sample(self) -> int:
-        return max(1, int(round(self.sample_every_ps * 1000.0 / self.timestep_fs)))
+        return max(1, int(round(self.sample_every_ps * PS_TO_FS / self.timestep_fs)))
 
     @property
     def equilibration_steps(self) -> int:
-        return int(round(self.equilibration_ps * 1000.0 / self.timestep_fs))
+        return int(round(self.equilibration_ps * PS_TO_FS / self.timestep_fs))
 
     @property
     def n_samples(self) -> int:
@@ -315,7 +314,7 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
         u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step)
         u_rows.append(u)
         d_rows.append(d)
-        t_rows.append((n_done + 1) * settings.steps_per_sample * settings.timestep_fs / 1000.0)
+        t_rows.append((n_done + 1) * settings.steps_per_sample * settings.timestep_fs * FS_TO_PS)
         n_done += 1
         if n_done % settings.checkpoint_every_samples == 0 or n_done == n_total:
             save(n_done)

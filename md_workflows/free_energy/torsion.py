@@ -21,7 +21,9 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from .sampling import KJ_PER_KCAL, MOLAR_GAS_CONSTANT_KJ
+from mlff.units import FS_TO_PS, KJ_PER_KCAL
+
+from .sampling import MOLAR_GAS_CONSTANT_KJ
 
 
 @dataclass
@@ -91,7 +93,7 @@ def torsion_basin_free_energies(
     restraint.addTorsion(*[int(a) for a in atoms], [])
     system.addForce(restraint)
     kt = MOLAR_GAS_CONSTANT_KJ * temperature_K
-    integrator = openmm.LangevinMiddleIntegrator(temperature_K, friction_per_ps, timestep_fs * 1e-3)
+    integrator = openmm.LangevinMiddleIntegrator(temperature_K, friction_per_ps, timestep_fs * FS_TO_PS)
     integrator.setRandomNumberSeed(seed + 1)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     pos = np.asarray(positions_nm.value_in_unit(openmm.unit.nanometer)

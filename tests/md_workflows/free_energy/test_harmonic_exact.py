@@ -9,8 +9,8 @@ import numpy as np
 import openmm
 import pytest
 
-from md_workflows.free_energy.estimators import analyze
-from md_workflows.free_energy.sampling import SamplingSettings, load_leg, prepare_leg, run_leg, run_window
+from mlff.md_workflows.free_energy.estimators import analyze
+from mlff.md_workflows.free_energy.sampling import SamplingSettings, load_leg, prepare_leg, run_leg, run_window
 
 
 def oscillators(n: int, dim: int, k0: float, k1: float, shift_nm: float, mass: float = 12.0):
@@ -94,7 +94,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path):
     run_window(full, 0)
     part = prepare_leg(tmp_path / "part", system, pos, STATES[:2], s, ["lambda"])
     # emulate a kill: run to completion, then cut the file back to the 16-sample checkpoint
-    import md_workflows.free_energy.sampling as sampling
+    import mlff.md_workflows.free_energy.sampling as sampling
 
     calls = {"n": 0}
     real = sampling.atomic_savez
@@ -157,7 +157,7 @@ def test_bad_inputs_are_named(tmp_path):
 def test_decorrelation_ignores_what_no_estimator_sees():
     """A slowly drifting energy common to every state (a solvent's own energy) changes no
     estimate, so it must change neither the equilibration cut nor the samples kept."""
-    from md_workflows.free_energy.estimators import subsample
+    from mlff.md_workflows.free_energy.estimators import subsample
 
     rng = np.random.default_rng(7)
     n, k = 400, 4

@@ -9,11 +9,11 @@ import openmm
 import pytest
 from openmm import unit
 
-from md_workflows.free_energy.alchemical import LambdaSchedule, alchemical_system
-from md_workflows.free_energy.estimators import mbar
-from md_workflows.free_energy.hydration import HydrationConfig, run_hydration
-from md_workflows.free_energy.parametrize import ligand_atom_indices, parametrize_ligand, solvated_system
-from md_workflows.free_energy.sampling import load_leg
+from mlff.md_workflows.free_energy.alchemical import LambdaSchedule, alchemical_system
+from mlff.md_workflows.free_energy.estimators import mbar
+from mlff.md_workflows.free_energy.hydration import HydrationConfig, run_hydration
+from mlff.md_workflows.free_energy.parametrize import ligand_atom_indices, parametrize_ligand, solvated_system
+from mlff.md_workflows.free_energy.sampling import load_leg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_harmonic_exact import STATES, oscillators, settings  # noqa: E402
@@ -133,7 +133,7 @@ def test_hydration_smoke_run_resume_and_alchemlyb(tmp_path):
 
 
 def test_cli_help_and_errors(capsys, tmp_path):
-    from md_workflows.cli import main
+    from mlff.md_workflows.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["fe", "hydration", "--help"])
@@ -152,7 +152,7 @@ def test_cli_help_and_errors(capsys, tmp_path):
 def test_windows_run_on_a_dask_cluster(tmp_path):
     """--scheduler: the windows run as tasks on a dask.distributed cluster, same samples."""
     distributed = pytest.importorskip("distributed")
-    from md_workflows.free_energy.sampling import prepare_leg, run_leg
+    from mlff.md_workflows.free_energy.sampling import prepare_leg, run_leg
 
     system, pos = oscillators(2, 3, 200.0, 400.0, 0.0)
     s = settings(seed=2, production_ps=5.0)
@@ -169,10 +169,10 @@ def test_windows_run_on_a_dask_cluster(tmp_path):
 def test_replica_exchange_agrees_with_independent_windows(tmp_path):
     """Vacuum charging of ethanol: openmmtools replica exchange and independent windows give
     the same dG within their errors; a second call resumes a finished run without sampling."""
-    from md_workflows.free_energy.estimators import analyze
-    from md_workflows.free_energy.parametrize import vacuum_system
-    from md_workflows.free_energy.replica_exchange import acceptance_matrix, run_hrex_leg
-    from md_workflows.free_energy.sampling import SamplingSettings, prepare_leg, run_leg
+    from mlff.md_workflows.free_energy.estimators import analyze
+    from mlff.md_workflows.free_energy.parametrize import vacuum_system
+    from mlff.md_workflows.free_energy.replica_exchange import acceptance_matrix, run_hrex_leg
+    from mlff.md_workflows.free_energy.sampling import SamplingSettings, prepare_leg, run_leg
 
     params = parametrize_ligand("CCO", cache_dir=tmp_path / "cache")
     top, system, pos = vacuum_system(params, hydrogen_mass_amu=3.0)

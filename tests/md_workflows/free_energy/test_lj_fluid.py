@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import openmm
 import pytest
 from openmm import unit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import jzg_eos  # noqa: E402  (test helper next to this file)
-
-from md_workflows.free_energy.lj_fluid import (  # noqa: E402
+from mlff.md_workflows.free_energy import lj_eos
+from mlff.md_workflows.free_energy.lj_fluid import (
     MOLAR_GAS_CONSTANT_KJ_PER_MOL_K,
     LJFluid,
     build_lj_system,
@@ -32,41 +28,41 @@ from md_workflows.free_energy.lj_fluid import (  # noqa: E402
 
 def test_jzg_reference_values():
     """shared/notes/free_energy_stack.md: JZG mu_ex = -0.729 at T* 1.2, rho* 0.8; P* 1.96 (KN)."""
-    assert jzg_eos.excess_chemical_potential(0.8, 1.2) == pytest.approx(-0.729, abs=0.005)
-    assert jzg_eos.pressure(0.8, 1.2) == pytest.approx(1.96, abs=0.05)
+    assert lj_eos.excess_chemical_potential(0.8, 1.2) == pytest.approx(-0.729, abs=0.005)
+    assert lj_eos.pressure(0.8, 1.2) == pytest.approx(1.96, abs=0.05)
 
 
 def test_kolafa_nezbeda_reference_values():
     """The note's second reference: Kolafa-Nezbeda mu_ex = -0.750, P* = 1.96 at T* 1.2, rho* 0.8;
     and the two equations of state stay within 0.07 epsilon of each other on the test states."""
-    assert jzg_eos.kn_excess_chemical_potential(0.8, 1.2) == pytest.approx(-0.750, abs=0.005)
-    assert jzg_eos.kn_pressure(0.8, 1.2) == pytest.approx(1.96, abs=0.005)
+    assert lj_eos.kn_excess_chemical_potential(0.8, 1.2) == pytest.approx(-0.750, abs=0.005)
+    assert lj_eos.kn_pressure(0.8, 1.2) == pytest.approx(1.96, abs=0.005)
     for rho, t in ((0.5, 2.0), (0.8, 2.0), (0.8, 1.0), (0.3, 1.5)):
-        assert jzg_eos.kn_excess_chemical_potential(rho, t) == pytest.approx(
-            jzg_eos.excess_chemical_potential(rho, t), abs=0.07)
-    assert abs(jzg_eos.kn_excess_chemical_potential(1e-7, 2.0)) < 1e-5
+        assert lj_eos.kn_excess_chemical_potential(rho, t) == pytest.approx(
+            lj_eos.excess_chemical_potential(rho, t), abs=0.07)
+    assert abs(lj_eos.kn_excess_chemical_potential(1e-7, 2.0)) < 1e-5
 
 
 def test_jzg_low_density_limit():
     for t in (1.0, 2.0, 5.0):
-        assert jzg_eos.excess_chemical_potential(0.0, t) == 0.0
-        assert abs(jzg_eos.excess_chemical_potential(1e-7, t)) < 1e-5
-        assert jzg_eos.helmholtz_residual(1e-7, t) == pytest.approx(0.0, abs=1e-5)
-        assert jzg_eos.pressure(1e-7, t) == pytest.approx(1e-7 * t, rel=1e-5)
+        assert lj_eos.excess_chemical_potential(0.0, t) == 0.0
+        assert abs(lj_eos.excess_chemical_potential(1e-7, t)) < 1e-5
+        assert lj_eos.helmholtz_residual(1e-7, t) == pytest.approx(0.0, abs=1e-5)
+        assert lj_eos.pressure(1e-7, t) == pytest.approx(1e-7 * t, rel=1e-5)
 
 
 @pytest.mark.parametrize("rho,t", [(0.1, 1.5), (0.5, 2.0), (0.8, 1.2), (0.9, 3.0)])
 def test_jzg_pressure_is_density_derivative_of_helmholtz(rho, t):
     h = 1e-5
-    dadrho = (jzg_eos.helmholtz_residual(rho + h, t) - jzg_eos.helmholtz_residual(rho - h, t)) / (2 * h)
-    assert rho**2 * dadrho + rho * t == pytest.approx(jzg_eos.pressure(rho, t), rel=1e-7, abs=1e-8)
+    dadrho = (lj_eos.helmholtz_residual(rho + h, t) - lj_eos.helmholtz_residual(rho - h, t)) / (2 * h)
+    assert rho**2 * dadrho + rho * t == pytest.approx(lj_eos.pressure(rho, t), rel=1e-7, abs=1e-8)
 
 
 def test_jzg_rejects_unphysical_state():
     with pytest.raises(ValueError, match="temperature"):
-        jzg_eos.pressure(0.5, 0.0)
+        lj_eos.pressure(0.5, 0.0)
     with pytest.raises(ValueError, match="density"):
-        jzg_eos.helmholtz_residual(-0.1, 1.0)
+        lj_eos.helmholtz_residual(-0.1, 1.0)
 
 
 # --- state point ------------------------------------------------------------------------------
@@ -255,8 +251,8 @@ def test_widom_on_short_simulation_agrees_with_jzg():
     assert frames.shape == (200, 256, 3) and np.all(np.isfinite(frames))
     mu, err = widom_insertion(frames, fluid.box_edge_nm, fluid, n_insertions=500, rng=3,
                               n_blocks=10)
-    reference = jzg_eos.excess_chemical_potential(0.5, 2.0)  # -0.531
+    reference = lj_eos.excess_chemical_potential(0.5, 2.0)  # -0.531
     assert 0 < err < 0.1
     print(f"Widom mu_ex {mu:.3f} +/- {err:.3f}, JZG {reference:.3f}, "
-          f"KN {jzg_eos.kn_excess_chemical_potential(0.5, 2.0):.3f}")
+          f"KN {lj_eos.kn_excess_chemical_potential(0.5, 2.0):.3f}")
     assert abs(mu - reference) < 0.15 + 3 * err, (mu, err, reference)

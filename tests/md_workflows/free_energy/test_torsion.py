@@ -11,8 +11,8 @@ import pytest
 openmm = pytest.importorskip("openmm")
 pytest.importorskip("pymbar")
 
-from md_workflows.free_energy.sampling import MOLAR_GAS_CONSTANT_KJ  # noqa: E402
-from md_workflows.free_energy.torsion import (  # noqa: E402
+from mlff.md_workflows.free_energy.sampling import MOLAR_GAS_CONSTANT_KJ  # noqa: E402
+from mlff.md_workflows.free_energy.torsion import (  # noqa: E402
     KJ_PER_KCAL, mix_conformers, torsion_basin_free_energies,
 )
 

@@ -1,4 +1,6 @@
-"""Lennard-Jones equation of state of Johnson, Zollweg and Gubbins (test helper).
+"""Reference equations of state of the Lennard-Jones fluid: Johnson, Zollweg and Gubbins (1993),
+and Kolafa-Nezbeda (1994) as a cross-check; the references of the LJ insertion checks
+(``tests/md_workflows/free_energy``, ``benchmarks/lj_insertion.py``, ``benchmarks/lj_widom.py``).
 
 Reference
     J. Karl Johnson, John A. Zollweg and Keith E. Gubbins, "The Lennard-Jones equation of state
