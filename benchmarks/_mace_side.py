@@ -19,7 +19,7 @@ AVG_NEIGHBORS = 30.0
 
 
 def build_mlff(atoms, dtype):
-    from mlff.data.dataset import atoms_to_graph
+    from mlff.graph import atoms_to_graph
     from mlff.models.mace import MACE, MACEConfig
     from mlff.models.potential import Potential
 
@@ -27,7 +27,7 @@ def build_mlff(atoms, dtype):
                      dtype="float32" if dtype == torch.float32 else "float64",
                      **{k: tuple(v) if isinstance(v, list) else v for k, v in HYPER.items()})
     pot = Potential(MACE(cfg)).eval()  # inference: no double-backward graph (peer: training=False)
-    graph = atoms_to_graph(atoms, cfg.r_cut, None, ELEMENTS, dtype=torch.float64)
+    graph = atoms_to_graph(atoms, cfg.r_cut, ELEMENTS, dtype=torch.float64)
 
     def call():
         return pot(graph, compute_forces=True)["forces"]

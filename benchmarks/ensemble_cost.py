@@ -38,7 +38,7 @@ def systems():
 
 
 def main() -> None:
-    from mlff.data.dataset import atoms_to_graph
+    from mlff.graph import atoms_to_graph
     from mlff.models.ensemble import extract_member
     from mlff.models.mace import MACE, MACEConfig
     from mlff.models.potential import Potential
@@ -60,7 +60,7 @@ def main() -> None:
         singles = [extract_member(ensemble, k).eval() for k in range(args.members)]
         for name, atoms in systems().items():
             def graph():
-                return atoms_to_graph(atoms, 5.0, None, [1, 6, 7, 8], dtype=torch_dtype)
+                return atoms_to_graph(atoms, config.r_cut, config.elements, dtype=torch_dtype)
 
             t_ens = median_time(lambda: ensemble(graph()), args.repeats)
             t_one = median_time(lambda: singles[0](graph()), args.repeats)

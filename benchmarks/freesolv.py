@@ -50,7 +50,7 @@ PEER = "FreeSolv 0.52 calc (GAFF/AM1-BCC/TIP3P)"
 #: flips within our sampling, in either leg, so each start gives a trapped value. The record
 #: is the conformer mixture: charges from ``charges_from`` (FreeSolv's choice), one alchemical
 #: calculation started in each conformer, the gas-phase free energy between the basins by
-#: umbrella sampling along the dihedral, combined by md_workflows.free_energy.torsion.mix_conformers.
+#: umbrella sampling along the dihedral, combined by mlff.md_workflows.free_energy.torsion.mix_conformers.
 CONFORMERS = {"acetic_acid": {"dihedral": "[O:1]=[C:2]-[O:3]-[H:4]",
                               "conformers": {"anti": 180.0, "syn": 0.0}, "charges_from": "anti"}}
 
@@ -115,8 +115,8 @@ def plot(records: list[dict], path: Path, forcefield: str) -> None:
 
 
 def main(argv=None) -> int:
-    from md_workflows.free_energy.hydration import HydrationConfig, run_hydration
-    from md_workflows.free_energy.parametrize import write_conformer_file
+    from mlff.md_workflows.free_energy.hydration import HydrationConfig, run_hydration
+    from mlff.md_workflows.free_energy.parametrize import write_conformer_file
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--molecules", nargs="*", default=list(MOLECULES), choices=list(MOLECULES))
@@ -215,10 +215,10 @@ def conformer_mixture(mol: str, cfg, res: dict, out_dir: Path) -> dict:
     resumes, the umbrella result is kept in OUT/<mol>_gas_torsion.json."""
     import dataclasses
 
-    from md_workflows.free_energy.hydration import run_hydration
-    from md_workflows.free_energy.parametrize import (dihedral_matches, ligand_rdkit_molecule,
+    from mlff.md_workflows.free_energy.hydration import run_hydration
+    from mlff.md_workflows.free_energy.parametrize import (dihedral_matches, ligand_rdkit_molecule,
                                                       parametrize_ligand, vacuum_system)
-    from md_workflows.free_energy.torsion import mix_conformers, torsion_basin_free_energies
+    from mlff.md_workflows.free_energy.torsion import mix_conformers, torsion_basin_free_energies
 
     spec = CONFORMERS[mol]
     trapped = {spec["charges_from"]: (res["dG_hyd"], res["dG_hyd_err"])}
@@ -257,7 +257,7 @@ def conformer_mixture(mol: str, cfg, res: dict, out_dir: Path) -> dict:
 def archive_samples(out_dir: Path, dest: Path) -> None:
     """Copy each leg's u_nk and dU/dlambda dataframes (alchemlyb layout, about 150 kB a leg) next
     to the results, so a finished molecule can be reanalysed (alchemlyb or
-    ``md_workflows.free_energy.estimators``) after runs/ is gone."""
+    ``mlff.md_workflows.free_energy.estimators``) after runs/ is gone."""
     for leg in ("water", "vacuum"):
         for table in ("u_nk", "dHdl"):
             src = out_dir / leg / f"{table}.parquet"

@@ -20,12 +20,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "md_workflows" / "free_energy"))
 
-import jzg_eos  # noqa: E402  (test helper: JZG 1993 and Kolafa-Nezbeda 1994)
 from _common import RESULTS, record, versions, write_results  # noqa: E402
 
-from md_workflows.free_energy.lj_fluid import LJFluid, alchemical_insertion  # noqa: E402
+from mlff.md_workflows.free_energy import lj_eos  # noqa: E402  (JZG 1993 and Kolafa-Nezbeda 1994)
+from mlff.md_workflows.free_energy.lj_fluid import LJFluid, alchemical_insertion  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         res = alchemical_insertion(fluid, Path(args.out) / f"rho{rho}_T{t}", production_tau=args.production_tau,
                                    workers=args.workers, threads=args.threads, progress=True)
-        eos = jzg_eos.excess_chemical_potential(rho, t)
+        eos = lj_eos.excess_chemical_potential(rho, t)
         mbar = res["MBAR"]
         w = widom.get(system, {})
         records.append(record(
@@ -58,7 +57,7 @@ def main(argv=None) -> int:
             dtype="mixed (OpenMM CPU)", threads=args.threads, vers=versions("openmm", "pymbar"),
             err=mbar["err"], deviation_from_eos_kT=(mbar["mu_ex"] - eos) / t,
             within_0_1_kT=abs(mbar["mu_ex"] - eos) / t <= 0.1,
-            kn_mu_ex=jzg_eos.kn_excess_chemical_potential(rho, t),
+            kn_mu_ex=lj_eos.kn_excess_chemical_potential(rho, t),
             widom_mu_ex=w.get("ours"), widom_err=w.get("err"),
             estimators={k: v for k, v in res.items() if isinstance(v, dict)},
             min_neighbour_overlap=res["min_neighbour_overlap"], wall_s=time.time() - t0,

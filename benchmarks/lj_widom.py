@@ -26,12 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "tests" / "md_workflows" / "free_energy"))
 
-import jzg_eos  # noqa: E402  (the test helper: JZG 1993 and Kolafa-Nezbeda 1994)
 from _common import record, versions, write_results  # noqa: E402
 
-from md_workflows.free_energy.lj_fluid import LJFluid, simulate_fluid, widom_insertion  # noqa: E402
+from mlff.md_workflows.free_energy import lj_eos  # noqa: E402  (JZG 1993 and Kolafa-Nezbeda 1994)
+from mlff.md_workflows.free_energy.lj_fluid import LJFluid, simulate_fluid, widom_insertion  # noqa: E402
 
 
 def run_state(rho: float, t: float, args: argparse.Namespace) -> dict:
@@ -45,8 +44,8 @@ def run_state(rho: float, t: float, args: argparse.Namespace) -> dict:
     mu, err = widom_insertion(frames, fluid.box_edge_nm, fluid, n_insertions=args.insertions,
                               rng=args.seed, n_blocks=args.blocks)
     wall = time.perf_counter() - t0
-    jzg = jzg_eos.excess_chemical_potential(rho, t)
-    kn = jzg_eos.kn_excess_chemical_potential(rho, t)
+    jzg = lj_eos.excess_chemical_potential(rho, t)
+    kn = lj_eos.kn_excess_chemical_potential(rho, t)
     try:
         omm = version("openmm")
     except PackageNotFoundError:  # pragma: no cover

@@ -79,6 +79,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from mlff.atomic import atomic_savefig
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -251,7 +253,7 @@ def run_mlff(work: Path, train: Path, valid: Path, n_train: int, budget_s: float
     cfg.write_text(yaml.safe_dump(mlff_config(train, valid, out, budget_s), sort_keys=False))
     exe = Path(sys.executable).parent / "mlff"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
-                                          "import sys; from md_workflows.cli import main; sys.exit(main())"]
+                                          "import sys; from mlff.md_workflows.cli import main; sys.exit(main())"]
     log = work / "train.log"
     t0 = time.monotonic()
     proc = _start(cmd + ["train", str(cfg)], log, _env(threads), ROOT)
@@ -481,10 +483,7 @@ def plot_curves(path: Path, ours: List, peer: List, budget_s: float, threads: in
     ax.axvline(budget_s / 60, color="grey", lw=0.8, ls=":")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_savefig(fig, path)
 
 
 def main() -> None:
