@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -67,6 +68,14 @@ def worker(route: str, system_file: str, model: str, steps: int, warmup: int, th
     topology = topology_of(data["numbers"], box)
     if route == "mace":
         system = MLPotential("mace", modelPath=model).createSystem(topology, precision="single", returnEnergyType="energy")
+    elif route.startswith("baseline-"):
+        # an older mlff tree on PYTHONPATH (benchmarks/vs_baseline.py): its own module names,
+        # registered under another name so that the installed entry point is not used
+        from calculators.openmmml_entry import MLFFPotentialImplFactory
+
+        MLPotential.registerImplFactory("mlff-baseline", MLFFPotentialImplFactory())
+        system = MLPotential("mlff-baseline", modelPath=model, implementation=route[len("baseline-"):],
+                             device="cpu").createSystem(topology)
     else:
         system = MLPotential("mlff", modelPath=model, implementation=route, device="cpu").createSystem(topology)
     integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 0.5 * u.femtosecond)
@@ -117,8 +126,9 @@ def write_systems(tmp: Path, water_atoms: int) -> dict:
     return files
 
 
-def write_models(tmp: Path, peer_python: Path) -> dict:
-    """mlff model file and pickled mace-torch model with identical hyperparameters (float32)."""
+def write_models(tmp: Path, peer_python: Optional[Path]) -> dict:
+    """mlff model file and pickled mace-torch model with identical hyperparameters (float32);
+    without ``peer_python``, the mlff model only."""
     import torch
     from ase.build import molecule
 
@@ -129,6 +139,9 @@ def write_models(tmp: Path, peer_python: Path) -> dict:
     pot, _ = _mace_side.build_mlff(molecule("CH4"), torch.float32)
     ours = tmp / "mlff.pt"
     save_model(pot, ours)
+    params = sum(p.numel() for p in pot.parameters())
+    if peer_python is None:
+        return {"ours": ours, "peer": None, "params": params}
     peer = tmp / "mace.model"
     script = (
         "import sys, torch; sys.path.insert(0, sys.argv[2]); import _mace_side; "
@@ -136,7 +149,7 @@ def write_models(tmp: Path, peer_python: Path) -> dict:
         "model, _ = _mace_side.build_peer(molecule('CH4'), torch.float32); torch.save(model, sys.argv[1])"
     )
     subprocess.run([str(peer_python), "-c", script, str(peer), str(HERE)], check=True, env=_env(1))
-    return {"ours": ours, "peer": peer, "params": sum(p.numel() for p in pot.parameters())}
+    return {"ours": ours, "peer": peer, "params": params}
 
 
 def _env(threads: int) -> dict:
@@ -146,8 +159,10 @@ def _env(threads: int) -> dict:
 
 
 def run_route(python: str, route: str, system: Path, model: Path, steps: int, warmup: int,
-              threads: int) -> dict:
+              threads: int, pythonpath: Optional[str] = None) -> dict:
     env = _env(threads)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     cmd = [python, str(Path(__file__).resolve()), "--worker", route, str(system), str(model),
            str(steps), str(warmup), str(threads)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
