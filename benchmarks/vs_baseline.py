@@ -4,8 +4,8 @@ openmm-ml (benchmarks/openmm_md.py's worker, TorchForce and PythonForce routes) 
 
 A refactor must not make the user's path slower: this measures the ratio. The revision is
 unpacked with ``git archive`` into benchmarks/.baseline-REV/ and run with that folder first on
-PYTHONPATH (its own module names), in the project's virtual environment. Routes alternate
-(this tree, then the baseline) ``--repeats`` times and the median is kept.
+PYTHONPATH (its own module names), in the project's virtual environment. The two trees run
+``--repeats`` times each, alternating which goes first, and the median is kept.
 
 Usage: python benchmarks/vs_baseline.py --rev 4e7203b [--repeats 3] [--demo-steps 1500]
 Writes benchmarks/results/vs_baseline.json.
@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--steps-large", type=int, default=3)
     parser.add_argument("--water-atoms", type=int, default=1536)
     parser.add_argument("--demo-steps", type=int, default=1500, help="0 skips the demo")
+    parser.add_argument("--systems", nargs="*", default=None,
+                        help="OpenMM MD systems to run (default all: alanine_dipeptide_vacuum water_box)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep earlier records of systems not rerun in results/vs_baseline.json")
     args = parser.parse_args()
 
     tree = unpack(args.rev)
@@ -76,15 +80,21 @@ def main() -> None:
         systems = write_systems(tmp, args.water_atoms)
         models = write_models(tmp, peer_python=None)
         for name, (path, n_atoms) in systems.items():
+            if args.systems is not None and name not in args.systems:
+                continue
             steps = args.steps_small if n_atoms < 100 else args.steps_large
             warmup = 5 if n_atoms < 100 else 2
             for route in ("torch", "python"):
                 ours, theirs = [], []
-                for _ in range(args.repeats):
-                    ours.append(run_route(sys.executable, route, path, models["ours"], steps, warmup,
-                                          args.threads)["steps_per_s"])
-                    theirs.append(run_route(sys.executable, f"baseline-{route}", path, models["ours"],
-                                            steps, warmup, args.threads, str(tree))["steps_per_s"])
+                for k in range(args.repeats):
+                    pair = [lambda: ours.append(run_route(
+                                sys.executable, route, path, models["ours"], steps, warmup,
+                                args.threads)["steps_per_s"]),
+                            lambda: theirs.append(run_route(
+                                sys.executable, f"baseline-{route}", path, models["ours"], steps,
+                                warmup, args.threads, str(tree))["steps_per_s"])]
+                    for run in (pair if k % 2 == 0 else pair[::-1]):  # alternate who goes first
+                        run()
                 o, t = statistics.median(ours), statistics.median(theirs)
                 print(f"{name} {route}: {o:.3f} vs {t:.3f} steps/s ({o / t:.3f}x)", file=sys.stderr)
                 records.append(record("vs_baseline_openmm_md", name, n_atoms, "steps_per_s", o, baseline, t,
@@ -93,16 +103,21 @@ def main() -> None:
         if args.demo_steps:
             ours, theirs = [], []
             for k in range(args.repeats):
-                ours.append(demo_seconds([str(Path(sys.executable).parent / "mlff")], dict(os.environ),
-                                         tmp / f"demo_new_{k}", args.demo_steps))
-                theirs.append(demo_seconds([sys.executable, "-m", "md_workflows.cli"], base_env,
-                                           tmp / f"demo_old_{k}", args.demo_steps))
+                pair = [lambda: ours.append(demo_seconds(
+                            [str(Path(sys.executable).parent / "mlff")], dict(os.environ),
+                            tmp / f"demo_new_{k}", args.demo_steps)),
+                        lambda: theirs.append(demo_seconds(
+                            [sys.executable, "-m", "md_workflows.cli"], base_env,
+                            tmp / f"demo_old_{k}", args.demo_steps))]
+                for run in (pair if k % 2 == 0 else pair[::-1]):
+                    run()
             o, t = statistics.median(ours), statistics.median(theirs)
             print(f"demo ({args.demo_steps} steps): {o:.1f} vs {t:.1f} s ({t / o:.3f}x)", file=sys.stderr)
             records.append(record("vs_baseline_demo", "alanine_dipeptide_vacuum", 22, "md_wall_s", o, baseline,
                                   t, dtype="float32", threads=1, vers=vers, steps=args.demo_steps,
                                   repeats=args.repeats, runs=ours, baseline_runs=theirs))
-    path = write_results("vs_baseline", records)
+    path = write_results("vs_baseline", records,
+                         keep_previous_by=("benchmark", "system", "route") if args.keep else ())
     print(f"results: {path}")
     print(f"| what | system | this tree | {baseline} | ratio (>1: this tree faster) |")
     print("|---|---|---:|---:|---:|")
