@@ -71,7 +71,7 @@ def relax(cfg: RelaxConfig) -> RelaxResult:
     from mlff.calculators.ase import MLFFCalculator
     from mlff.atomic import atomic_path, atomic_write_extxyz
     from mlff.io import resolve_model
-    from mlff.md_workflows.md import load_structure
+    from mlff.md_workflows.structure import load_structure
     from mlff.units import BAR_TO_EV_PER_A3
 
     out = Path(cfg.out)

@@ -182,7 +182,6 @@ def build_graph(
     validate_structure(positions, cell_, pbc_)
     edge_index, unit_shifts = neighbor_list(positions, r_cut, cell_, pbc_, backend=backend)
     n = positions.shape[0]
-    one_graph = torch.zeros(unit_shifts.shape[0], dtype=torch.long, device=device)
     graph: Graph = {
         POSITIONS: positions,
         ATOMIC_NUMBERS: atomic_numbers.to(torch.long),
@@ -190,7 +189,7 @@ def build_graph(
         PBC: pbc_.unsqueeze(0),
         EDGE_INDEX: edge_index,
         UNIT_SHIFTS: unit_shifts,
-        SHIFTS: compute_shifts(unit_shifts, cell_.unsqueeze(0), one_graph),
+        SHIFTS: unit_shifts.to(dtype) @ cell_,  # compute_shifts for one graph, without its gather
         BATCH: torch.zeros(n, dtype=torch.long, device=device),
         PTR: torch.tensor([0, n], dtype=torch.long, device=device),
     }

@@ -71,10 +71,9 @@ class MLFFPotentialImpl(MLPotentialImpl):
         forceGroup: int,
         lambda_name: Optional[str],
     ) -> None:
-        periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         build_ml_system(
             self.potential, topology, system, atoms=None if atoms is None else list(atoms),
-            periodic=periodic, lambda_name=lambda_name, route=self.implementation,
+            lambda_name=lambda_name, route=self.implementation,
             device=next(self.potential.parameters()).device, force_group=forceGroup,
             use_cuda_graphs=self.useCUDAGraphs,
         )

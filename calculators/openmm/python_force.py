@@ -25,6 +25,13 @@ from mlff.models.potential import Potential
 from mlff.units import EV_PER_A_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 
 
+def state_positions_box(state: openmm.State, periodic: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Positions ``[P, 3]`` and, when ``periodic``, box vectors ``[3, 3]`` (rows) of a State, nm."""
+    pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if periodic else None
+    return np.asarray(pos), None if box is None else np.asarray(box)
+
+
 class MLFFEvaluator:
     """Evaluate an mlff model on OpenMM States (eager PyTorch, vesin neighbour list).
 
@@ -99,16 +106,10 @@ class MLFFEvaluator:
         graph = {k: v.to(self.device) for k, v in graph.items()}
         return self.potential(graph, compute_forces=True, compute_stress=False)
 
-    @staticmethod
-    def _positions_box(state: openmm.State, periodic: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        pos = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if periodic else None
-        return np.asarray(pos), None if box is None else np.asarray(box)
-
     def __call__(self, state: openmm.State) -> Tuple[float, np.ndarray]:
         """PythonForce computation: State of the ML atoms -> (energy kJ/mol, forces [n_ml, 3]
         kJ/mol/nm), scaled by the lambda parameter when there is one."""
-        pos, box = self._positions_box(state, self.periodic)
+        pos, box = state_positions_box(state, self.periodic)
         out = self._evaluate(pos, box)
         scale = 1.0 if self.lambda_name is None else float(state.getParameters()[self.lambda_name])
         energy = float(out["energy"].sum()) * EV_TO_KJ_PER_MOL * scale
@@ -124,7 +125,7 @@ class MLFFEvaluator:
             ``energy_std`` (kJ/mol) and ``forces_std`` ``[P, 3]`` (kJ/mol/nm): standard
             deviations over members times the model's recalibration factor ``std_scale``.
         """
-        pos, box = self._positions_box(state, self.periodic)
+        pos, box = state_positions_box(state, self.periodic)
         n = pos.shape[0]
         if self.atoms is not None:
             pos = pos[self.atoms]

@@ -21,7 +21,7 @@ import openmm.app
 import openmm.unit as u
 import torch
 
-from mlff.calculators.openmm.python_force import MLFFEvaluator, python_force_of
+from mlff.calculators.openmm.python_force import MLFFEvaluator, python_force_of, state_positions_box
 from mlff.calculators.openmm.selection import ElementsLike, atomic_numbers_of, masses_of
 from mlff.calculators.openmm.torch_force import make_torch_module, torch_force_of
 from mlff.dtypes import DTypeLike
@@ -70,12 +70,8 @@ class MLSystem:
         """
         if self.evaluator is not None:
             return self.evaluator.evaluate(state)
-        pos = torch.from_numpy(np.asarray(state.getPositions(asNumpy=True).value_in_unit(u.nanometer)))
-        box = None
-        if self.periodic:
-            box = torch.from_numpy(np.asarray(
-                state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer)))
-        out = self.module.outputs(pos, box)  # needs autograd inside (forces): no no_grad here
+        pos, box = state_positions_box(state, self.periodic)
+        out = self.module.outputs(torch.from_numpy(pos), None if box is None else torch.from_numpy(box))  # needs autograd inside (forces): no no_grad here
         result: Dict[str, object] = {}
         for key, value in out.items():
             result[key] = float(value) if value.dim() == 0 else value.cpu().numpy().astype(np.float64)
