@@ -36,11 +36,11 @@ openmm-ml avoid the CustomCVForce (see :meth:`MLFFPotentialImpl.createMixedSyste
 from mlff.calculators.openmm.plugins import load_torch_plugins
 from mlff.calculators.openmm.python_force import MLFFEvaluator, make_python_force
 from mlff.calculators.openmm.selection import atomic_numbers_of
-from mlff.calculators.openmm.system import ROUTES, MLSystem, build_ml_system
+from mlff.calculators.openmm.system import ROUTES, MLSystem, build_ml_force, build_ml_system
 from mlff.calculators.openmm.torch_force import MLFFTorchModule, make_torch_force, make_torch_module
 
 __all__ = [
-    "ROUTES", "MLSystem", "build_ml_system", "load_torch_plugins", "atomic_numbers_of",
+    "ROUTES", "MLSystem", "build_ml_system", "build_ml_force", "load_torch_plugins", "atomic_numbers_of",
     "MLFFTorchModule", "make_torch_module", "make_torch_force", "MLFFEvaluator",
     "make_python_force",
 ]

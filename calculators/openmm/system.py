@@ -36,7 +36,7 @@ class MLSystem:
     """What :func:`build_ml_system` built.
 
     Attributes:
-        system: the OpenMM System holding the ML force.
+        system: the OpenMM System holding the ML force (None from :func:`build_ml_force`).
         force: the ``openmmtorch.TorchForce`` (route ``torch``) or ``openmm.PythonForce``.
         route: ``"torch"`` or ``"python"``.
         periodic: whether the force reads the box vectors.
@@ -45,7 +45,7 @@ class MLSystem:
         evaluator: route ``python``: the evaluator the force calls (same weights).
     """
 
-    system: openmm.System
+    system: Optional[openmm.System]
     force: openmm.Force
     route: str
     periodic: bool
@@ -139,16 +139,47 @@ def build_ml_system(
                          f"{len(numbers)}; pass the topology the System was built from")
     if periodic and system.getDefaultPeriodicBoxVectors() is None:
         raise ValueError("periodic force but the System has no box vectors; pass box_vectors")
+    ml = build_ml_force(model, numbers, atoms=atoms, periodic=bool(periodic),
+                        lambda_name=lambda_name, route=route, device=device, dtype=dtype,
+                        force_group=force_group, use_cuda_graphs=use_cuda_graphs)
+    ml.system = system
+    system.addForce(ml.force)
+    return ml
+
+
+def build_ml_force(
+    model: ModelLike,
+    topology: ElementsLike,
+    *,
+    atoms: Optional[Iterable[int]] = None,
+    periodic: bool = False,
+    lambda_name: Optional[str] = None,
+    route: str = "torch",
+    device: Union[str, torch.device] = "cpu",
+    dtype: DTypeLike = None,
+    force_group: int = 0,
+    use_cuda_graphs: bool = False,
+) -> MLSystem:
+    """The ML force of :func:`build_ml_system` on its own, in no System (``MLSystem.system``
+    is None): for a force that another force takes ownership of, such as a collective
+    variable of an ``openmm.CustomCVForce``. Arguments as :func:`build_ml_system`; here
+    ``periodic`` is not inferred.
+
+    Only route ``python`` can go into a CustomCVForce: it clones its variables through XML,
+    and deserializing a TorchForce crashes with the openmm-torch 1.5 wheels (see the package
+    docstring); route ``torch`` forces belong directly in a System.
+    """
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     if route == "torch":
-        module = make_torch_module(model, numbers, atoms, periodic, lambda_name, device, dtype)
+        module = make_torch_module(model, topology, atoms, periodic, lambda_name, device, dtype)
         force = torch_force_of(module, periodic, lambda_name, use_cuda_graphs)
-        ml = MLSystem(system, force, route, periodic, lambda_name, module=module)
+        ml = MLSystem(None, force, route, periodic, lambda_name, module=module)
     else:
-        evaluator = MLFFEvaluator(model, numbers, atoms, periodic, lambda_name, device, dtype)
+        evaluator = MLFFEvaluator(model, topology, atoms, periodic, lambda_name, device, dtype)
         force = python_force_of(evaluator)
-        ml = MLSystem(system, force, route, periodic, lambda_name, evaluator=evaluator)
+        ml = MLSystem(None, force, route, periodic, lambda_name, evaluator=evaluator)
     force.setForceGroup(int(force_group))
-    system.addForce(force)
     return ml
 
 
