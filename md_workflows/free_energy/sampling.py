@@ -5,9 +5,15 @@ A leg is an ``openmm.System`` whose alchemical state is set through global conte
 parameter of a custom force), and a list of K states, each a dict of those parameters.
 Window k is sampled with Langevin dynamics at state k (plus a Monte Carlo barostat when a
 pressure is given); every ``sample_every_ps`` the reduced potential of the current
-configuration is evaluated at all K states (for MBAR/BAR/EXP) and dU/dlambda_p by central
-finite differences in each TI parameter (OpenMM only gives analytic parameter derivatives for
-forces that declare them, and openmmtools' alchemical forces do not).
+configuration is evaluated at all K states (for MBAR/BAR/EXP) and dU/dlambda_p: analytic
+(``State.getEnergyParameterDerivatives``) for a leg prepared with ``analytic_derivatives``, whose
+forces declare them (the ML/MM correction), else by central finite differences in each TI
+parameter (openmmtools' alchemical forces declare none).
+
+An ML/MM leg stores the plain MM System and the recipe of its ML part (``ml``, see
+:mod:`.ml_interpolation`); each window applies it after reading the System, because a System
+holding a TorchForce cannot be read back from XML. ``save_atoms`` keeps those atoms' positions
+(and the box) of every sample, for reweighting to other models (ensemble members) later.
 
 Layout of ``out_dir`` (written by :func:`prepare_leg`, read by every worker, so with a Dask
 cluster it must be on a file system the workers share)::
@@ -15,7 +21,9 @@ cluster it must be on a file system the workers share)::
     system.xml  start.npz  leg.json            inputs: serialised System (with its box), start
                                                positions, states and settings
     window_000/samples.npz                     u_kln [K, n], dudl [n, P], time_ps [n],
-                                               context checkpoint -- written atomically
+                                               positions_nm [n, A, 3] and box_nm [n, 3, 3]
+                                               with save_atoms, context checkpoint --
+                                               written atomically
     window_000/progress.json                   samples done / total, for the progress bars
 
 A killed window resumes from its last ``samples.npz``: the samples and the integrator state in
@@ -27,91 +35,23 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from openmm.unit import MOLAR_GAS_CONSTANT_R, kelvin, kilojoule_per_mole
 
 from mlff.atomic import atomic_savez, atomic_write_bytes
-from mlff.units import FS_TO_PS, PS_TO_FS
+from mlff.units import FS_TO_PS
+
+from .sampling_settings import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings  # noqa: F401 (re-exported)
 
 try:  # progress bars are optional in worker processes
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover
     tqdm = None
 
-#: kJ/(mol K), OpenMM's value, so reduced potentials use the kT its thermostats use
-MOLAR_GAS_CONSTANT_KJ: float = MOLAR_GAS_CONSTANT_R.value_in_unit(kilojoule_per_mole / kelvin)
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How each window is sampled. Times in ps, temperature in K, pressure in bar."""
-
-    temperature_K: float = 298.15
-    pressure_bar: float | None = None
-    timestep_fs: float = 2.0
-    friction_per_ps: float = 1.0
-    equilibration_ps: float = 10.0
-    production_ps: float = 40.0
-    sample_every_ps: float = 1.0
-    barostat_every_steps: int = 25
-    platform: str = "CPU"
-    threads: int = 1
-    seed: int = 0
-    checkpoint_every_samples: int = 10
-    minimize: bool = True
-    fd_step: float = 1e-3
-
-    def __post_init__(self):
-        for name in ("temperature_K", "timestep_fs", "friction_per_ps", "sample_every_ps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SamplingSettings.{name} must be > 0, got {getattr(self, name)}")
-        if self.production_ps < self.sample_every_ps:
-            raise ValueError("production_ps must be at least one sample interval "
-                             f"({self.sample_every_ps} ps), got {self.production_ps}")
-        if self.equilibration_ps < 0:
-            raise ValueError(f"equilibration_ps must be >= 0, got {self.equilibration_ps}")
-        if self.platform not in ("Reference", "CPU", "CUDA", "OpenCL"):
-            raise ValueError(f"unknown OpenMM platform {self.platform!r}: use Reference, CPU, CUDA or OpenCL")
-        if not 0 < self.fd_step < 0.1:
-            raise ValueError(f"fd_step must be in (0, 0.1), got {self.fd_step}")
-
-    @property
-    def kT_kj_mol(self) -> float:
-        return MOLAR_GAS_CONSTANT_KJ * self.temperature_K
-
-    @property
-    def steps_per_sample(self) -> int:
-        return max(1, int(round(self.sample_every_ps * PS_TO_FS / self.timestep_fs)))
-
-    @property
-    def equilibration_steps(self) -> int:
-        return int(round(self.equilibration_ps * PS_TO_FS / self.timestep_fs))
-
-    @property
-    def n_samples(self) -> int:
-        return int(round(self.production_ps / self.sample_every_ps))
-
-
-@dataclass
-class LegSamples:
-    """What a leg's windows produced (all windows complete)."""
-
-    states: list[dict[str, float]]
-    ti_parameters: list[str]
-    u_kln: list[np.ndarray]          # K arrays [K, n_k], reduced (kT)
-    dudl: list[np.ndarray]           # K arrays [n_k, P], reduced (kT per unit lambda)
-    time_ps: list[np.ndarray]        # K arrays [n_k]
-    temperature_K: float
-
-    @property
-    def lambdas(self) -> np.ndarray:
-        """[K, P] values of the TI parameters per window."""
-        return np.array([[s[p] for p in self.ti_parameters] for s in self.states], dtype=float)
 
 
 def _check_states(states: list[dict[str, float]], ti_parameters: list[str]) -> None:
@@ -129,7 +69,8 @@ def _check_states(states: list[dict[str, float]], ti_parameters: list[str]) -> N
 
 def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str, float]],
                 settings: SamplingSettings, ti_parameters: list[str] | None = None,
-                box_vectors_nm=None) -> Path:
+                box_vectors_nm=None, ml: dict | None = None, analytic_derivatives: bool = False,
+                save_atoms: list[int] | None = None) -> Path:
     """Write a leg's inputs to ``out_dir`` (idempotent for identical inputs).
 
     Args:
@@ -138,6 +79,10 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         states: K dicts of global parameter values, first = the physical end state.
         ti_parameters: parameters to differentiate for TI (default: all state parameters).
         box_vectors_nm: [3, 3] periodic box (nm), required for periodic systems.
+        ml: an ML/MM recipe (:func:`.ml_interpolation.model_spec`) applied to ``system`` in
+            every window; its parameter ``lambda_ml`` may then appear in the states.
+        analytic_derivatives: dU/dlambda from the forces' declared parameter derivatives.
+        save_atoms: particle indices whose positions are stored with every sample.
 
     Raises if ``out_dir`` already holds a different leg, rather than mixing samples.
     """
@@ -148,10 +93,15 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
     out.mkdir(parents=True, exist_ok=True)
     ti_parameters = list(states[0]) if ti_parameters is None else list(ti_parameters)
     _check_states(states, ti_parameters)
-    names = {system.getForce(i).getGlobalParameterName(j)
-             for i in range(system.getNumForces())
-             if hasattr(system.getForce(i), "getNumGlobalParameters")
-             for j in range(system.getForce(i).getNumGlobalParameters())}
+    checked = system
+    if ml is not None:
+        from .ml_interpolation import interpolated_system
+
+        checked, _ = interpolated_system(system, ml)
+    names = {checked.getForce(i).getGlobalParameterName(j)
+             for i in range(checked.getNumForces())
+             if hasattr(checked.getForce(i), "getNumGlobalParameters")
+             for j in range(checked.getForce(i).getNumGlobalParameters())}
     unknown = sorted(set(states[0]) - names)
     if unknown:
         raise ValueError(f"states set {unknown}, which no force of the system defines "
@@ -168,13 +118,21 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
     leg = {"format": FORMAT_VERSION, "states": [dict(s) for s in states],
            "ti_parameters": ti_parameters, "settings": asdict(settings)}
+    if ml is not None:
+        leg["ml"] = ml
+    if analytic_derivatives:
+        leg["analytic_derivatives"] = True
+    if save_atoms is not None:
+        leg["save_atoms"] = [int(a) for a in save_atoms]
     system_xml = openmm.XmlSerializer.serialize(system)
     previous = out / "leg.json"
     if previous.exists():
         old = json.loads(previous.read_text())
         def key(d):  # threads change speed, not samples: a resume may use other threads;
-            # a longer production extends every window from its checkpoint (checked below)
-            return {**d, "settings": {**d["settings"], "threads": None, "production_ps": None}}
+            # a longer production extends every window from its checkpoint (checked below);
+            # saved frames do not change samples (a leg keeps what its samples have)
+            return {**{k: v for k, v in d.items() if k != "save_atoms"},
+                    "settings": {**d["settings"], "threads": None, "production_ps": None}}
 
         same = (key(old) == key(json.loads(json.dumps(leg)))
                 and (out / "system.xml").read_text() == system_xml)
@@ -182,6 +140,10 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         if not same and has_samples:
             raise ValueError(f"{out} already holds samples of a different leg (other system, "
                              "states or settings): use a new output directory or delete it")
+        if has_samples:
+            leg.pop("save_atoms", None)
+            if old.get("save_atoms") is not None:
+                leg["save_atoms"] = old["save_atoms"]
         if has_samples and settings.production_ps < old["settings"]["production_ps"]:
             raise ValueError(f"{out} was sampled for {old['settings']['production_ps']} ps per "
                              f"window; production_ps={settings.production_ps} would drop samples: "
@@ -204,9 +166,29 @@ def _platform(settings: SamplingSettings):
     return platform, props
 
 
+def thermostatted_context(system, settings: SamplingSettings, seed: int):
+    """A Context of ``system`` with the settings' LangevinMiddle integrator (seeded) and, for a
+    periodic System with a pressure, a Monte Carlo barostat (added to ``system``)."""
+    import openmm
+    from openmm import unit
+
+    if settings.pressure_bar is not None and system.usesPeriodicBoundaryConditions():
+        system.addForce(openmm.MonteCarloBarostat(settings.pressure_bar * unit.bar,
+                                                  settings.temperature_K * unit.kelvin,
+                                                  settings.barostat_every_steps))
+    integrator = openmm.LangevinMiddleIntegrator(settings.temperature_K * unit.kelvin,
+                                                 settings.friction_per_ps / unit.picosecond,
+                                                 settings.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    platform, props = _platform(settings)
+    return openmm.Context(system, integrator, platform, props), integrator
+
+
 def _reduced_energies(context, states, kT, current: dict[str, float],
-                      ti_parameters: list[str], fd_step: float) -> tuple[np.ndarray, np.ndarray]:
-    """Reduced potential at every state [K] and finite-difference dU/dlambda / kT [P]."""
+                      ti_parameters: list[str], fd_step: float,
+                      analytic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced potential at every state [K] and dU/dlambda / kT [P] (the forces' declared
+    derivatives with ``analytic``, else central finite differences)."""
     import openmm
 
     def energy(params: dict[str, float]) -> float:
@@ -217,6 +199,11 @@ def _reduced_energies(context, states, kT, current: dict[str, float],
 
     u = np.array([energy(s) for s in states]) / kT
     dudl = np.zeros(len(ti_parameters))
+    if analytic:
+        for name, value in current.items():
+            context.setParameter(name, value)
+        derivatives = context.getState(getParameterDerivatives=True).getEnergyParameterDerivatives()
+        return u, np.array([derivatives[p] for p in ti_parameters]) / kT
     for j, p in enumerate(ti_parameters):
         lo = max(0.0, current[p] - fd_step)
         hi = min(1.0, current[p] + fd_step)
@@ -248,22 +235,22 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     kT = settings.kT_kj_mol
 
     system = openmm.XmlSerializer.deserialize((out / "system.xml").read_text())
-    if settings.pressure_bar is not None and system.usesPeriodicBoundaryConditions():
-        system.addForce(openmm.MonteCarloBarostat(settings.pressure_bar * unit.bar,
-                                                  settings.temperature_K * unit.kelvin,
-                                                  settings.barostat_every_steps))
-    integrator = openmm.LangevinMiddleIntegrator(settings.temperature_K * unit.kelvin,
-                                                 settings.friction_per_ps / unit.picosecond,
-                                                 settings.timestep_fs * unit.femtosecond)
+    if leg.get("ml") is not None:
+        import torch
+
+        from .ml_interpolation import attach_ml
+
+        torch.set_num_threads(settings.threads)  # the window's share of the cores, as OpenMM's
+        attach_ml(system, leg["ml"])
+    save_atoms = leg.get("save_atoms")
+    analytic = bool(leg.get("analytic_derivatives", False))
     seed = (settings.seed * 1000003 + 7919 * (k + 1)) % 2_000_000_000 + 1
-    integrator.setRandomNumberSeed(seed)
-    platform, props = _platform(settings)
-    context = openmm.Context(system, integrator, platform, props)
+    context, integrator = thermostatted_context(system, settings, seed)
     current = {name: float(v) for name, v in states[k].items()}
     for name, value in current.items():
         context.setParameter(name, value)
 
-    u_rows, d_rows, t_rows = [], [], []
+    u_rows, d_rows, t_rows, x_rows, b_rows = [], [], [], [], []
     resumed = False
     if samples_path.exists():
         data = np.load(samples_path)
@@ -279,6 +266,9 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
         u_rows = list(data["u_kln"].T[:n_done])
         d_rows = list(data["dudl"][:n_done])
         t_rows = list(data["time_ps"][:n_done])
+        if save_atoms is not None:
+            x_rows = list(data["positions_nm"][:n_done])
+            b_rows = list(data["box_nm"][:n_done])
     if not resumed:
         context.setPositions(np.load(out / "start.npz")["positions_nm"])  # box: the system's default
         if settings.minimize:
@@ -295,6 +285,9 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
             u_kln=np.array(u_rows, dtype=float).reshape(n_done, len(states)).T,
             dudl=np.array(d_rows, dtype=float).reshape(n_done, len(ti_parameters)),
             time_ps=np.array(t_rows, dtype=float),
+            **({} if save_atoms is None else {
+                "positions_nm": np.array(x_rows, dtype=float).reshape(n_done, len(save_atoms), 3),
+                "box_nm": np.array(b_rows, dtype=float).reshape(n_done, 3, 3)}),
             done_samples=np.int64(n_done), total_samples=np.int64(n_total),
             checkpoint=np.frombuffer(context.createCheckpoint(), dtype=np.uint8),
             state_xml=np.array(state_xml))
@@ -311,9 +304,14 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     report(n_done)
     while n_done < n_total:
         integrator.step(settings.steps_per_sample)
-        u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step)
+        u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step,
+                                 analytic)
         u_rows.append(u)
         d_rows.append(d)
+        if save_atoms is not None:
+            frame = context.getState(getPositions=True)
+            x_rows.append(frame.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[save_atoms])
+            b_rows.append(frame.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
         t_rows.append((n_done + 1) * settings.steps_per_sample * settings.timestep_fs * FS_TO_PS)
         n_done += 1
         if n_done % settings.checkpoint_every_samples == 0 or n_done == n_total:
@@ -402,7 +400,7 @@ def load_leg(out_dir: str | Path) -> LegSamples:
     out = Path(out_dir)
     leg = json.loads((out / "leg.json").read_text())
     settings = SamplingSettings(**leg["settings"])
-    u, d, t, missing = [], [], [], []
+    u, d, t, x, b, missing = [], [], [], [], [], []
     for k in range(len(leg["states"])):
         p = out / f"window_{k:03d}" / "samples.npz"
         if not p.exists():
@@ -416,7 +414,12 @@ def load_leg(out_dir: str | Path) -> LegSamples:
         u.append(data["u_kln"][:, :n])
         d.append(data["dudl"][:n])
         t.append(data["time_ps"][:n])
+        if "positions_nm" in data.files:
+            x.append(data["positions_nm"][:n])
+            b.append(data["box_nm"][:n])
     if missing:
         raise RuntimeError(f"windows {missing} of {out} are not finished: run the leg again "
                            "(it resumes where each window stopped)")
-    return LegSamples(leg["states"], leg["ti_parameters"], u, d, t, settings.temperature_K)
+    frames = len(x) == len(u)
+    return LegSamples(leg["states"], leg["ti_parameters"], u, d, t, settings.temperature_K,
+                      x if frames else None, b if frames else None)
