@@ -11,7 +11,11 @@ Output directory::
     ligand/                    mol2, frcmod, prmtop, ffxml copied from the parameter cache
     water/, vacuum/            sampling legs (see sampling.py), alchemlyb u_nk/dHdl parquet,
                                overlap / convergence / dU/dlambda PNGs
-    result.json                dG_hyd per estimator (kcal/mol, with uncertainty), per leg
+    ml/<model>-<sha>/water, vacuum/   with a model: the ML/MM correction legs (same layout,
+                               plus the solute's frames), dudl.png, overlap.png
+    result.json                dG_hyd per estimator (kcal/mol, with uncertainty), per leg;
+                               with a model also "ml": dG_hyd(ML/MM), the corrections, their
+                               statistical and model (ensemble) errors, FEP screens, warnings
 """
 from __future__ import annotations
 
@@ -45,8 +49,13 @@ class LegResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def _prepare_systems(config: HydrationConfig, out: Path):
-    """Parameterise the solute; build both legs' alchemical systems. Returns legs dict."""
+def prepare_systems(config: HydrationConfig, out: Path):
+    """Parameterise the solute (copied to ``out/ligand``); build both legs' Systems.
+
+    Returns (params, legs, plain): ``legs[leg]`` = (alchemical System, start positions, box or
+    None, states); ``plain[leg]`` = (MM System, positions [N, 3] nm, box or None, solute
+    indices) and ``plain["numbers"]`` the solute's atomic numbers.
+    """
     from openmm import unit
 
     from .parametrize import (ligand_atom_indices, parametrize_ligand, set_dihedrals,
@@ -73,10 +82,16 @@ def _prepare_systems(config: HydrationConfig, out: Path):
         pos[solute] = set_dihedrals(params, pos[solute], config.start_dihedrals)
         pos_v = set_dihedrals(params, np.array(pos_v.value_in_unit(unit.nanometer)),
                               config.start_dihedrals)
+    solute_v = ligand_atom_indices(top_v)
     legs["water"] = (alchemical_system(system, solute), pos, box, config.schedule.states(True))
-    legs["vacuum"] = (alchemical_system(system_v, ligand_atom_indices(top_v)), pos_v, None,
+    legs["vacuum"] = (alchemical_system(system_v, solute_v), pos_v, None,
                       config.schedule.states(False))
-    return params, legs
+    def nm(x):
+        return np.asarray(x.value_in_unit(unit.nanometer) if hasattr(x, "value_in_unit") else x)
+
+    plain = {"water": (system, nm(pos), box, solute), "vacuum": (system_v, nm(pos_v), None, solute_v),
+             "numbers": [a.element.atomic_number for a in top_v.atoms()]}
+    return params, legs, plain
 
 
 def analyze_leg(name: str, leg_dir: Path, samples: LegSamples, kT_kcal_mol: float) -> LegResult:
@@ -143,7 +158,9 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
         old = {**defaults, **json.loads(saved.read_text())}
         changed = sorted(k for k in new if old.get(k) != new[k])
         if changed:
-            harmless = {"workers", "scheduler", "threads"}
+            # the ML/MM settings leave the MM legs alone (the correction legs check their own)
+            harmless = {"workers", "scheduler", "threads", "model", "ml_device"} | {
+                k for k in new if k.startswith("ml_")}
             # a longer production extends every independent window from its checkpoint
             extends = (new["production_ps"] > old["production_ps"] and config.method == "independent")
             if extends:
@@ -154,7 +171,7 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                                  f"use a new --out or the same settings to resume{hint}")
     atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
-    params, legs = _prepare_systems(config, out)
+    params, legs, plain = prepare_systems(config, out)
     results = {}
     for name in ("vacuum", "water"):
         system, pos, box, states = legs[name]
@@ -164,7 +181,8 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                                    box_vectors_nm=box, progress=progress, label=name)
         else:
             prepare_leg(leg_dir, system, pos, states, config.sampling(name),
-                        ti_parameters=["lambda_electrostatics", "lambda_sterics"], box_vectors_nm=box)
+                        ti_parameters=["lambda_electrostatics", "lambda_sterics"], box_vectors_nm=box,
+                        save_atoms=plain[name][3])
             samples = run_leg(leg_dir, workers=config.workers, scheduler=config.scheduler,
                               progress=progress, label=name)
         results[name] = analyze_leg(name, leg_dir, samples, config.kT_kcal_mol)
@@ -173,4 +191,9 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
     if config.molecule_file:
         result["molecule_file"] = config.molecule_file
     atomic_write_text(out / "result.json", json.dumps(result, indent=1))
+    if config.model is not None:
+        from .ml_hydration import run_ml_corrections
+
+        result["ml"] = run_ml_corrections(config, out, result, results, plain, progress)
+        atomic_write_text(out / "result.json", json.dumps(result, indent=1))
     return result

@@ -30,6 +30,15 @@ class HydrationConfig:
     box, PME 0.9 nm, 4 fs with hydrogen masses of 3 amu, 298.15 K and 1 atm, 13 windows of
     10 ps equilibration + 70 ps production with energies at every window each 1 ps; the vacuum
     leg on the Reference platform (faster than CPU for a handful of atoms).
+
+    ``model`` (``"default"`` or a model file) adds the ML/MM end-state corrections (MM -> ML
+    for the solute's intramolecular energy) in water and in vacuum after the MM legs:
+    ``ml_windows`` of lambda_ml, each ``ml_equilibration_ps`` + ``ml_production_ps`` with
+    energies every ``ml_sample_every_ps``, same timestep, thermostat and platforms as the MM
+    legs; the model through ``ml_route`` (``torch``: TorchForce, ``python``: PythonForce) on
+    ``ml_device`` (``cuda`` with the CUDA platform). ``ml_switches`` > 0 adds that many
+    nonequilibrium switches each way per leg (``ml_switch_ps`` long; Jarzynski and BAR), a
+    screen run in one process after the windows.
     """
 
     smiles: str | None = None
@@ -57,6 +66,15 @@ class HydrationConfig:
     seed: int = 0
     cache_dir: str | None = None
     method: str = "independent"
+    model: str | None = None
+    ml_route: str = "torch"
+    ml_windows: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    ml_equilibration_ps: float = 5.0
+    ml_production_ps: float = 15.0
+    ml_sample_every_ps: float = 0.5
+    ml_device: str = "cpu"
+    ml_switches: int = 0
+    ml_switch_ps: float = 2.0
 
     def __post_init__(self):
         if (self.smiles is None) == (self.molecule_file is None):
@@ -81,6 +99,17 @@ class HydrationConfig:
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
         self.sampling("water")  # validates the sampling values
+        object.__setattr__(self, "ml_windows", tuple(float(x) for x in self.ml_windows))
+        w = self.ml_windows
+        if len(w) < 2 or w[0] != 0.0 or w[-1] != 1.0 or any(b <= a for a, b in zip(w, w[1:])):
+            raise ValueError(f"ml_windows must rise from 0 to 1 with at least two values, got {list(w)}")
+        if self.ml_route not in ("torch", "python"):
+            raise ValueError(f"ml_route must be 'torch' (TorchForce) or 'python' (PythonForce), "
+                             f"got {self.ml_route!r}")
+        if self.model is not None:
+            self.ml_sampling("water")
+        if self.ml_switches < 0 or (self.ml_switches and self.ml_switches < 2) or not self.ml_switch_ps > 0:
+            raise ValueError("ml_switches must be 0 (no switching) or >= 2, ml_switch_ps > 0")
 
     @property
     def schedule(self) -> LambdaSchedule:
@@ -109,6 +138,13 @@ class HydrationConfig:
             sample_every_ps=self.sample_every_ps,
             platform=self.water_platform if leg == "water" else self.vacuum_platform,
             threads=self.threads, seed=self.seed + (0 if leg == "water" else 1))
+
+    def ml_sampling(self, leg: str) -> SamplingSettings:
+        """The correction leg's sampling: the MM leg's, with the ml_* lengths."""
+        return dataclasses.replace(self.sampling(leg), equilibration_ps=self.ml_equilibration_ps,
+                                   production_ps=self.ml_production_ps,
+                                   sample_every_ps=self.ml_sample_every_ps,
+                                   seed=self.seed + (10 if leg == "water" else 11))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> "HydrationConfig":
