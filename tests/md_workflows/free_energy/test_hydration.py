@@ -131,6 +131,30 @@ def test_hydration_smoke_run_resume_and_alchemlyb(tmp_path):
     with pytest.raises(ValueError, match="different config"):  # shorter would drop samples
         run_hydration(cfg, out, progress=False)
 
+    # a model on top: the finished MM legs are reused, the ML/MM corrections run after them
+    stamp = (out / "water" / "window_000" / "samples.npz").stat().st_mtime_ns
+    ml_cfg = HydrationConfig(**{**cfg.to_dict(), "production_ps": 4.0, "model": "default",
+                                "ml_windows": (0.0, 0.5, 1.0), "ml_equilibration_ps": 0.1,
+                                "ml_production_ps": 0.8, "ml_sample_every_ps": 0.1})
+    res = run_hydration(ml_cfg, out, progress=False)
+    assert (out / "water" / "window_000" / "samples.npz").stat().st_mtime_ns == stamp
+    ml = res["ml"]
+    assert ml["dG_hyd_ml_mm"] == pytest.approx(
+        res["dG_hyd"] + ml["dG_corr_water"] - ml["dG_corr_vacuum"], abs=1e-9)
+    assert ml["dG_hyd_ml_mm_err"] > res["dG_hyd_err"]
+    assert len(ml["members_dG_corr"]) == 4 and ml["model_error"] > 0
+    assert ml["model"] == "mace_organic_gfn2_ensemble.pt"
+    for leg in ("water", "vacuum"):
+        info = ml["legs"][leg]
+        assert set(info["estimates"]) >= {"MBAR", "TI_cubic", "EXP_forward"}
+        assert {"forward_from_lambda0", "reverse_from_lambda1", "from_mm_leg"} <= set(info["fep"])
+        for png in ("dudl.png", "overlap.png"):
+            assert Path(info["files"][f"{png[:-4]}_png"]).stat().st_size > 0
+    assert json.loads((out / "result.json").read_text())["ml"]["dG_hyd_ml_mm"] == pytest.approx(
+        ml["dG_hyd_ml_mm"])
+    again = run_hydration(ml_cfg, out, progress=False)  # resumes: nothing sampled again
+    assert again["ml"]["dG_hyd_ml_mm"] == pytest.approx(ml["dG_hyd_ml_mm"], abs=1e-9)
+
 
 def test_cli_help_and_errors(capsys, tmp_path):
     from mlff.md_workflows.cli import main
