@@ -20,7 +20,8 @@ DEFAULTS: Dict[str, object] = {f.name: f.default for f in dataclasses.fields(Hyd
 #: The HydrationConfig fields that command-line options set.
 OVERRIDABLE = ("name", "forcefield", "box_edge_nm", "temperature_K", "timestep_fs",
                "equilibration_ps", "production_ps", "sample_every_ps", "water_platform",
-               "vacuum_platform", "threads", "workers", "scheduler", "seed", "method")
+               "vacuum_platform", "threads", "workers", "scheduler", "seed", "method", "model",
+               "ml_route", "ml_equilibration_ps", "ml_production_ps", "ml_device", "ml_switches")
 
 
 def fe_overrides(args: argparse.Namespace) -> Dict[str, object]:
@@ -63,6 +64,25 @@ def _add_fe_common(p: argparse.ArgumentParser) -> None:
                    help=f"independent windows (MBAR, BAR, EXP, TI) or Hamiltonian replica "
                    f"exchange with openmmtools (one process; MBAR, BAR, EXP); default {d['method']}")
     p.add_argument("--seed", type=int, default=None, help=f"default {d['seed']}")
+    p.add_argument("--model", default=None, metavar="default|PATH",
+                   help="also the ML/MM hydration free energy with this model ('default': the "
+                   "shipped one): MM -> ML end-state corrections of the solute in water and in "
+                   "vacuum after the MM legs (reused when finished)")
+    p.add_argument("--ml-route", dest="ml_route", choices=["torch", "python"], default=None,
+                   help=f"the model in OpenMM as a TorchForce or a PythonForce (default "
+                   f"{d['ml_route']})")
+    p.add_argument("--ml-equilibration-ps", dest="ml_equilibration_ps", type=float, default=None,
+                   help=f"per correction window (default {d['ml_equilibration_ps']:g})")
+    p.add_argument("--ml-production-ps", dest="ml_production_ps", type=float, default=None,
+                   help=f"per correction window (default {d['ml_production_ps']:g}; windows "
+                   f"{', '.join(f'{x:g}' for x in d['ml_windows'])})")
+    p.add_argument("--ml-switches", dest="ml_switches", type=int, default=None,
+                   help="also this many nonequilibrium switches MM <-> ML each way per leg "
+                   "(Jarzynski, BAR; a screen run after the windows); default "
+                   f"{d['ml_switches']} (off)")
+    p.add_argument("--ml-device", dest="ml_device", default=None,
+                   help="torch device of the model: cpu or cuda (with --platform CUDA); "
+                   f"default {d['ml_device']}")
     p.add_argument("--out", required=True, help="output directory; rerun the same command to resume")
     p.add_argument("--no-progress", action="store_true")
 
@@ -108,7 +128,17 @@ def print_fe(result: Dict, out: str) -> int:
     for leg, info in result["legs"].items():
         print(f"  {leg:7s} leg: {info['windows']} windows, smallest neighbour overlap "
               f"{info['min_neighbour_overlap']:.3f}")
-    print(f"results in {out}/result.json; plots in {out}/water and {out}/vacuum")
+    ml = result.get("ml")
+    if ml:
+        model_err = "" if ml["model_error"] is None else f" +/- {ml['model_error']:.2f} (model)"
+        print(f"ML/MM ({ml['model']}): dG_hyd = {ml['dG_hyd_ml_mm']:.2f} +/- "
+              f"{ml['dG_hyd_ml_mm_err']:.2f} (statistical){model_err} kcal/mol")
+        print(f"  correction water {ml['dG_corr_water']:.2f} +/- {ml['dG_corr_water_err']:.2f}, "
+              f"vacuum {ml['dG_corr_vacuum']:.2f} +/- {ml['dG_corr_vacuum_err']:.2f} kcal/mol")
+        for warning in ml["warnings"]:
+            print(f"  warning: {warning}")
+    print(f"results in {out}/result.json; plots in {out}/water and {out}/vacuum"
+          + (f" and {ml['directory']}" if ml else ""))
     return 0
 
 

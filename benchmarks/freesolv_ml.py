@@ -1,0 +1,184 @@
+"""ML/MM hydration free energies of the ten FreeSolv molecules of benchmarks/freesolv.py:
+MM (GAFF/AM1-BCC/TIP3P, taken from results/freesolv.json), ML/MM-corrected with a model, and
+experiment side by side (results/freesolv_ml.json, results/freesolv_ml.png).
+
+For each molecule: the MM -> ML end-state corrections of the solute's intramolecular energy in
+water and in vacuum (md_workflows/free_energy/ml_correction.py; the mlff fe hydration --model
+protocol), dG_hyd(ML/MM) = dG_hyd(MM) + dG_corr(water) - dG_corr(vacuum), statistical errors
+in quadrature and the model error from the ensemble members (each member's correction by
+reweighting the same samples). The MM legs are not rerun: their value and error are the
+records of results/freesolv.json, computed with the same parameters (GAFF 1.x, RDKit conformer
+seed 0, 2.5 nm box). Acetic acid's MM record is the anti/syn conformer mixture; its correction
+starts from the RDKit (syn) conformer.
+
+Resumable per molecule: each runs in OUT/<model>/<name> (every window checkpoints); finished
+molecules with the same protocol are skipped; the JSON is rewritten after each molecule.
+In the background:
+
+    setsid nohup .venv/bin/python benchmarks/freesolv_ml.py > runs/freesolv_ml.log 2>&1 &
+
+Any model file works (``--model PATH``); the records name the model file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, record, versions, write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "freesolv_ml"
+#: the molecules in the default model's training set (data/datasets/organic_gfn2/PROVENANCE.md)
+IN_TRAINING_SET = {"methane", "methanol", "ethanol", "acetic_acid", "acetamide", "benzene",
+                   "toluene", "phenol", "pyridine", "acetone"}
+
+
+def protocol(args) -> str:
+    return (f"ML/MM correction: {len(args.windows)} lambda_ml windows "
+            f"({', '.join(f'{x:g}' for x in args.windows)}), {args.ml_equilibration_ps:g}+"
+            f"{args.ml_production_ps:g} ps each, energies every {args.ml_sample_every_ps:g} ps, "
+            "4 fs LangevinMiddle with HMR (3 amu), X-H constraints kept, mechanical embedding, "
+            f"model route {args.route}; MM legs from results/freesolv.json")
+
+
+def stats(pred: np.ndarray, ref: np.ndarray) -> dict:
+    d = pred - ref
+    return {"mue": float(np.mean(np.abs(d))), "rmse": float(np.sqrt(np.mean(d ** 2)))}
+
+
+def summary(records: list[dict]) -> dict:
+    """MUE/RMSE of MM and ML/MM against experiment, mean |correction|, mean errors."""
+    expt = np.array([r["experiment"] for r in records])
+    mm = np.array([r["dG_mm"] for r in records])
+    ml = np.array([r["dG_ml_mm"] for r in records])
+    return {"n": len(records), "model": records[0]["model_file"] if records else None,
+            "mm_vs_expt": stats(mm, expt), "ml_mm_vs_expt": stats(ml, expt),
+            "mean_abs_correction": float(np.mean(np.abs(ml - mm))),
+            "mean_statistical_error": float(np.mean([r["dG_ml_mm_err"] for r in records])),
+            "mean_model_error": float(np.mean([r["model_error"] or 0.0 for r in records]))}
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    expt = np.array([r["experiment"] for r in records])
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for key, err, label, style in (("dG_mm", "dG_mm_err", "MM (GAFF)", "s"),
+                                   ("dG_ml_mm", "dG_ml_mm_err", "ML/MM", "o")):
+        y = np.array([r[key] for r in records])
+        yerr = np.array([r[err] for r in records])
+        if key == "dG_ml_mm":  # statistical and model error together
+            yerr = np.hypot(yerr, [r["model_error"] or 0.0 for r in records])
+        rmse = float(np.sqrt(np.mean((y - expt) ** 2)))
+        ax.errorbar(expt, y, yerr=yerr, fmt=style, mfc="none" if style == "s" else None,
+                    capsize=2, label=f"{label}: RMSE {rmse:.2f}")
+    for r in records:
+        ax.annotate(r["system"], (r["experiment"], r["dG_ml_mm"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    lo, hi = expt.min() - 2, expt.max() + 2
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("experiment (kcal/mol)")
+    ax.set_ylabel("calculated dG_hyd (kcal/mol)")
+    ax.set_title(f"FreeSolv, ML/MM with {records[0]['model_file']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_molecule(mm: dict, args, out: Path) -> dict:
+    from mlff.md_workflows.free_energy.hydration import HydrationConfig, prepare_systems
+    from mlff.md_workflows.free_energy.ml_hydration import run_ml_corrections
+
+    cfg = HydrationConfig(smiles=mm["smiles"], name=mm["system"], forcefield=mm["forcefield"],
+                          model=args.model, ml_route=args.route, ml_windows=tuple(args.windows),
+                          ml_equilibration_ps=args.ml_equilibration_ps,
+                          ml_production_ps=args.ml_production_ps,
+                          ml_sample_every_ps=args.ml_sample_every_ps, workers=args.workers,
+                          threads=args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    _, _, plain = prepare_systems(cfg, out)
+    ml = run_ml_corrections(cfg, out, {"dG_hyd": mm["ours"], "dG_hyd_err": mm["ours_err"]}, None,
+                            plain, progress=not args.no_progress)
+    wall = time.time() - start
+    water, vacuum = ml["legs"]["water"], ml["legs"]["vacuum"]
+    return record(
+        NAME, mm["system"], len(plain["numbers"]), "dG_hyd_kcal_per_mol", ml["dG_hyd_ml_mm"],
+        "experiment (FreeSolv 0.52)", mm["expt"], dtype="float32 model, mixed OpenMM",
+        threads=args.threads, lower_is_better=True,
+        vers=versions("openmm", "openmmtorch", "pymbar", "alchemlyb", "e3nn"),
+        smiles=mm["smiles"], freesolv_id=mm.get("freesolv_id"), model_file=ml["model"],
+        model_sha256=ml["model_sha256"], dG_mm=mm["ours"], dG_mm_err=mm["ours_err"],
+        dG_ml_mm=ml["dG_hyd_ml_mm"], dG_ml_mm_err=ml["dG_hyd_ml_mm_err"],
+        dG_corr_water=ml["dG_corr_water"], dG_corr_water_err=ml["dG_corr_water_err"],
+        dG_corr_vacuum=ml["dG_corr_vacuum"], dG_corr_vacuum_err=ml["dG_corr_vacuum_err"],
+        model_error=ml["model_error"], members_dG_corr=ml.get("members_dG_corr"),
+        experiment=mm["expt"], experiment_err=mm.get("expt_err"),
+        in_training_set=mm["system"] in IN_TRAINING_SET,
+        estimators={leg: ml["legs"][leg]["estimates"] for leg in ("water", "vacuum")},
+        fep={leg: {k: {"value": v["value"], "error": v["error"], "warning": v["warning"],
+                       "work_std_kT": v["work_std_kT"]}
+                   for k, v in ml["legs"][leg]["fep"].items()} for leg in ("water", "vacuum")},
+        min_neighbour_overlap={"water": water["min_neighbour_overlap"],
+                               "vacuum": vacuum["min_neighbour_overlap"]},
+        ti_vs_mbar_sigma={"water": water["ti_vs_mbar_sigma"], "vacuum": vacuum["ti_vs_mbar_sigma"]},
+        warnings=ml["warnings"], wall_s=wall,
+        sampling_wall_s=ml["sampling_wall_s_this_run"], workers=args.workers,
+        protocol=protocol(args))
+
+
+def main(argv=None) -> int:
+    mm_records = {r["system"]: r for r in json.loads((RESULTS / "freesolv.json").read_text())}
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--molecules", nargs="*", default=list(mm_records), choices=list(mm_records))
+    p.add_argument("--model", default="default", help="'default' or a model file")
+    p.add_argument("--route", default="torch", choices=["torch", "python"])
+    p.add_argument("--windows", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--ml-equilibration-ps", type=float, default=5.0)
+    p.add_argument("--ml-production-ps", type=float, default=15.0)
+    p.add_argument("--ml-sample-every-ps", type=float, default=0.5)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(ROOT / "runs" / NAME))
+    p.add_argument("--summary-only", action="store_true", help="rewrite summary and plot")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    from mlff.io import model_path
+
+    model_name = Path(model_path(args.model)).name
+    path = RESULTS / f"{NAME}.json"
+    previous = json.loads(path.read_text()) if path.exists() else []
+    done = {(r["system"], r["model_file"]): r for r in previous if r.get("protocol") == protocol(args)}
+    if not args.summary_only:
+        for name in args.molecules:
+            if (name, model_name) in done:
+                print(f"{name}: done ({done[(name, model_name)]['dG_ml_mm']:.2f})", flush=True)
+                continue
+            rec = run_molecule(mm_records[name], args, Path(args.out) / Path(model_name).stem / name)
+            print(f"{name}: MM {rec['dG_mm']:.2f}, ML/MM {rec['dG_ml_mm']:.2f} +/- "
+                  f"{rec['dG_ml_mm_err']:.2f} (model {rec['model_error'] or 0:.2f}), expt "
+                  f"{rec['experiment']:.2f}; {rec['wall_s']:.0f} s", flush=True)
+            write_results(NAME, [rec], keep_previous_by=("system", "model_file"))
+    records = [r for r in json.loads(path.read_text()) if r["model_file"] == model_name]
+    if records:
+        from mlff.atomic import atomic_write_text
+
+        atomic_write_text(RESULTS / f"{NAME}_summary.json", json.dumps(summary(records), indent=1))
+        plot(records, RESULTS / f"{NAME}.png")
+        print(json.dumps(summary(records), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
