@@ -218,8 +218,23 @@ def _reduced_energies(context, states, kT, current: dict[str, float],
 def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     """Sample window ``k`` of the leg in ``out_dir`` to completion (resuming if possible).
 
-    Returns the path of the window's samples.npz.
+    Returns the path of the window's samples.npz. An ML/MM leg's model runs on the window's
+    ``threads`` torch threads (the caller's setting is restored afterwards).
     """
+    leg = json.loads((Path(out_dir) / "leg.json").read_text())
+    if leg.get("ml") is None:
+        return _sample_window(out_dir, k, progress)
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(leg["settings"]["threads"]))  # the window's share, as OpenMM's
+    try:
+        return _sample_window(out_dir, k, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _sample_window(out_dir: str | Path, k: int, progress: bool) -> Path:
     import openmm
     from openmm import unit
 
@@ -236,11 +251,8 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
 
     system = openmm.XmlSerializer.deserialize((out / "system.xml").read_text())
     if leg.get("ml") is not None:
-        import torch
-
         from .ml_interpolation import attach_ml
 
-        torch.set_num_threads(settings.threads)  # the window's share of the cores, as OpenMM's
         attach_ml(system, leg["ml"])
     save_atoms = leg.get("save_atoms")
     analytic = bool(leg.get("analytic_derivatives", False))

@@ -255,3 +255,20 @@ def test_nonequilibrium_switching_exact_and_flagged(tmp_path):
     poor = run_switching(tmp_path / "poor", system, pos, None, mi.force_spec(soft, atoms),
                          _settings(8, 1.0), fast)
     assert any("dissipated" in w for w in poor["warnings"])
+
+
+def test_python_route_samples_like_the_torch_route(ethanol, tmp_path):
+    """The PythonForce route (model inside the CustomCVForce) through the sampler: same
+    analytic dU/dlambda as the TorchForce route on the same first frame."""
+    system, pos, solute = ethanol["vacuum"]
+    settings = SamplingSettings(temperature_K=300.0, timestep_fs=2.0, equilibration_ps=0.0,
+                                production_ps=0.1, sample_every_ps=0.05, platform="Reference",
+                                seed=2, minimize=False)
+    first = {}
+    for route in ("torch", "python"):
+        spec = mi.model_spec("default", solute, ethanol["numbers"], route=route, offset_kj_mol=-29900.0)
+        leg = CorrectionLeg("vacuum", system, pos, None, list(solute), spec)
+        samples = sample_correction(leg, tmp_path / route, [0.0, 1.0], settings, progress=False)
+        first[route] = samples.dudl[0][0, 0]
+        assert np.all(np.isfinite(np.concatenate(samples.u_kln, axis=1)))
+    assert first["python"] == pytest.approx(first["torch"], abs=1e-3)
