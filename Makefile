@@ -39,6 +39,9 @@ bench-fe: setup
 	$(PY) benchmarks/lj_widom.py
 	$(PY) benchmarks/lj_insertion.py
 	$(PY) benchmarks/freesolv.py
+	$(PY) benchmarks/freesolv_ml.py
+	$(PY) benchmarks/freesolv_ml.py --molecules ethylamine pyrrole dimethyl_ether acetaldehyde
+	$(PY) benchmarks/ml_correction_cost.py
 
 clean-venv:
 	rm -rf $(VENV)
