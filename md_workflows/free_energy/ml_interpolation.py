@@ -196,8 +196,11 @@ def _move_nonbonded(nb: openmm.NonbondedForce, solute: list[int]) -> openmm.Cust
     return out
 
 
-def attach_ml(system: openmm.System, spec: dict[str, Any], lambda_value: float = 1.0):
+def attach_ml(system: openmm.System, spec: dict[str, Any]):
     """Turn a plain MM System (in place) into the interpolated System of the module docstring.
+
+    :data:`LAMBDA_ML` defaults to 1 (the ML end state) in every force that reads it (OpenMM
+    refuses different defaults); set another value on the Context.
 
     Returns the adapter's :class:`~mlff.calculators.openmm.MLSystem` for an mlff model (same
     model instance as the force), else None.
@@ -240,18 +243,13 @@ def attach_ml(system: openmm.System, spec: dict[str, Any], lambda_value: float =
     for name, force in zip(names, intra):
         cv.addCollectiveVariable(name, force)
     system.addForce(cv)
-    for force in system.getForces():  # one default for the parameter in every force
-        if hasattr(force, "getNumGlobalParameters"):
-            for j in range(force.getNumGlobalParameters()):
-                if force.getGlobalParameterName(j) == LAMBDA_ML:
-                    force.setGlobalParameterDefaultValue(j, float(lambda_value))
     return ml
 
 
-def interpolated_system(mm_system: openmm.System, spec: dict[str, Any], lambda_value: float = 1.0):
+def interpolated_system(mm_system: openmm.System, spec: dict[str, Any]):
     """A copy of ``mm_system`` with :func:`attach_ml` applied; returns (System, MLSystem|None)."""
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(mm_system))
-    return system, attach_ml(system, spec, lambda_value)
+    return system, attach_ml(system, spec)
 
 
 def ml_minus_mm(mm_system: openmm.System, spec: dict[str, Any], positions_nm: np.ndarray,

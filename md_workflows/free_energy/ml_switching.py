@@ -100,7 +100,7 @@ def run_switching(out_dir: str | Path, mm_system, positions_nm, box_nm, spec: di
     for direction, (start, end) in (("forward", (0.0, 1.0)), ("reverse", (1.0, 0.0))):
         if len(works[direction]) >= protocol.n_switches:
             continue
-        system, _ = interpolated_system(mm_system, spec, lambda_value=start)
+        system, _ = interpolated_system(mm_system, spec)
         context, integrator = _context(system, settings, box_nm)
         context.setParameter(LAMBDA_ML, start)
         if direction in states:

@@ -272,3 +272,17 @@ def test_python_route_samples_like_the_torch_route(ethanol, tmp_path):
         first[route] = samples.dudl[0][0, 0]
         assert np.all(np.isfinite(np.concatenate(samples.u_kln, axis=1)))
     assert first["python"] == pytest.approx(first["torch"], abs=1e-3)
+
+
+def test_switching_with_the_torch_route_starts_at_either_end(ethanol, tmp_path):
+    """Switches with the TorchForce route (its lambda parameter shares the CustomCVForce's
+    default): both directions run and give finite works."""
+    from mlff.md_workflows.free_energy.ml_switching import SwitchingProtocol, run_switching
+
+    system, pos, solute = ethanol["vacuum"]
+    spec = mi.model_spec("default", solute, ethanol["numbers"], offset_kj_mol=-29900.0)
+    settings = SamplingSettings(temperature_K=300.0, timestep_fs=1.0, platform="Reference", seed=4)
+    protocol = SwitchingProtocol(n_switches=2, switch_ps=0.01, lambda_steps=2, spacing_ps=0.005,
+                                 equilibration_ps=0.0)
+    out = run_switching(tmp_path / "neq", system, pos, None, spec, settings, protocol)
+    assert out["n_switches"] == [2, 2] and np.isfinite(out["bar"]["value"])
