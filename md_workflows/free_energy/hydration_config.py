@@ -108,6 +108,10 @@ class HydrationConfig:
                              f"got {self.ml_route!r}")
         if self.model is not None:
             self.ml_sampling("water")
+            if self.ml_production_ps < 3 * self.ml_sample_every_ps:
+                raise ValueError(f"ml_production_ps {self.ml_production_ps} gives fewer than 3 "
+                                 f"samples per window at ml_sample_every_ps "
+                                 f"{self.ml_sample_every_ps}: sample longer or more often")
         if self.ml_switches < 0 or (self.ml_switches and self.ml_switches < 2) or not self.ml_switch_ps > 0:
             raise ValueError("ml_switches must be 0 (no switching) or >= 2, ml_switch_ps > 0")
 

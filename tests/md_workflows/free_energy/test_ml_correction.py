@@ -286,3 +286,17 @@ def test_switching_with_the_torch_route_starts_at_either_end(ethanol, tmp_path):
                                  equilibration_ps=0.0)
     out = run_switching(tmp_path / "neq", system, pos, None, spec, settings, protocol)
     assert out["n_switches"] == [2, 2] and np.isfinite(out["bar"]["value"])
+
+
+def test_config_rejects_bad_ml_settings():
+    from mlff.md_workflows.free_energy.hydration_config import HydrationConfig
+
+    with pytest.raises(ValueError, match="ml_windows must rise from 0 to 1"):
+        HydrationConfig(smiles="C", model="default", ml_windows=(0.0, 0.5))
+    with pytest.raises(ValueError, match="ml_route"):
+        HydrationConfig(smiles="C", model="default", ml_route="jit")
+    with pytest.raises(ValueError, match="fewer than 3 samples"):
+        HydrationConfig(smiles="C", model="default", ml_production_ps=1.0)
+    with pytest.raises(ValueError, match="ml_switches"):
+        HydrationConfig(smiles="C", model="default", ml_switches=1)
+    assert HydrationConfig(smiles="C", model="default").ml_windows == (0.0, 0.25, 0.5, 0.75, 1.0)
