@@ -124,8 +124,6 @@ def build_ml_system(
         ValueError: unknown route, particle count mismatch, bad atom indices, a periodic force
             without box vectors. InputError: an element the model does not know.
     """
-    if route not in ROUTES:
-        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     numbers = atomic_numbers_of(topology, atoms)
     box = None if box_vectors is None else np.asarray(box_vectors, dtype=np.float64).reshape(3, 3)
     if box is None:

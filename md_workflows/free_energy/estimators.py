@@ -90,7 +90,9 @@ class FreeEnergyResult:
     of every window relative to the first and their errors; ``dudl_mean``, ``dudl_sem`` [K, P]
     per-window mean dU/dlambda_p and its standard error; ``ti_dhdl`` the decorrelated dHdl
     frame (alchemlyb layout, kT) of each parameter p over the windows where it changes;
-    ``convergence`` alchemlyb's forward/backward MBAR table (kT), None when not computed.
+    ``convergence`` alchemlyb's forward/backward MBAR table (kT), None when not computed;
+    ``sample_indices`` the K arrays of samples every estimate used (after equilibration and
+    decorrelation), for reweighting the same samples to other states.
     """
 
     estimates: dict[str, Estimate]
@@ -104,6 +106,7 @@ class FreeEnergyResult:
     dudl_sem: np.ndarray | None = None
     ti_dhdl: dict[int, pd.DataFrame] | None = None
     convergence: pd.DataFrame | None = None
+    sample_indices: list[np.ndarray] | None = None
 
     @property
     def min_neighbour_overlap(self) -> float:
@@ -416,4 +419,5 @@ def analyze(u_kln: list[np.ndarray], dudl: list[np.ndarray] | None = None,
     return FreeEnergyResult(
         estimates=estimates, overlap=overlap, mbar_f_k=f[0], mbar_df_k=df[0], n_k=sub.n_k,
         statistical_inefficiency=sub.g, equilibration_index=sub.t0, dudl_mean=mean,
-        dudl_sem=sem, ti_dhdl=frames, convergence=convergence(sub) if with_convergence else None)
+        dudl_sem=sem, ti_dhdl=frames, convergence=convergence(sub) if with_convergence else None,
+        sample_indices=sub.indices)

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlff.units import KJ_PER_KCAL
 
-from .estimators import MIN_NEIGHBOUR_OVERLAP, FreeEnergyResult, analyze, subsample
+from .estimators import MIN_NEIGHBOUR_OVERLAP, FreeEnergyResult, analyze
 from .ml_interpolation import LAMBDA_ML
 from .ml_reweighting import fep_screen, member_corrections, solute_energies
 from .sampling import LegSamples, SamplingSettings, prepare_leg, run_leg
@@ -140,8 +140,7 @@ def analyze_correction(name: str, samples: LegSamples, spec: dict, vacuum_system
         if n_members > 1:
             split = np.cumsum([len(x) for x in samples.positions_nm])[:-1]
             delta = [d / kT_kj for d in np.split(energies.members - energies.ml[None, :], split, axis=1)]
-            sub = subsample(samples.u_kln, samples.dudl)
-            members = member_corrections(samples.u_kln, delta, sub.indices) * kt
+            members = member_corrections(samples.u_kln, delta, res.sample_indices) * kt
             out["members"] = members.tolist()
             out["model_error"] = float(np.std(members))  # the model's own convention: ddof 0
         if mm_frames_nm is not None and len(mm_frames_nm):
@@ -193,8 +192,7 @@ def plot_correction_dudl(res: FreeEnergyResult, samples: LegSamples, path: Path,
 
     plt = _pyplot()
     lam = samples.lambdas[:, 0]
-    sub = subsample(samples.u_kln, samples.dudl)
-    u_kn = np.hstack(sub.u_kln)
+    u_kn = np.hstack([np.asarray(u)[:, keep] for u, keep in zip(samples.u_kln, res.sample_indices)])
     du = u_kn[-1] - u_kn[0]  # per sample, kT
     grid = np.linspace(lam.min(), lam.max(), 101)
     # MBAR weights of every sample at lambda: w_n ~ 1 / sum_k N_k exp(f_k - u_k(x_n)) * exp(-u_l)

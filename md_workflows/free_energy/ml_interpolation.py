@@ -32,12 +32,14 @@ from typing import Any, Sequence
 import numpy as np
 import openmm
 
+from mlff.units import COULOMB_KJ_NM_PER_MOL_E2
+
 #: the global parameter that turns the solute from MM (0) into ML (1)
 LAMBDA_ML = "lambda_ml"
 #: the constant c of the module docstring, a global parameter (kJ/mol)
 OFFSET = "ml_offset"
-#: 1 / (4 pi eps0) in kJ nm / (mol e^2), OpenMM's value
-_COULOMB = 138.935456
+#: the global parameters :func:`attach_ml` adds to a System
+ML_PARAMETERS = (LAMBDA_ML, OFFSET)
 _MOVED_BONDED = {"HarmonicBondForce": 2, "HarmonicAngleForce": 3, "PeriodicTorsionForce": 4,
                  "RBTorsionForce": 4}
 _IGNORED = {"CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat",
@@ -177,7 +179,7 @@ def _move_nonbonded(nb: openmm.NonbondedForce, solute: list[int]) -> openmm.Cust
         else:
             sw = "1"
         lj = lj.replace("sw*", "") if sw == "1" else f"{lj}; sw = {sw}"
-    out = openmm.CustomBondForce(f"{_COULOMB}*chargeProd/r + {lj}")
+    out = openmm.CustomBondForce(f"{COULOMB_KJ_NM_PER_MOL_E2}*chargeProd/r + {lj}")
     for p in ("chargeProd", "sigma", "epsilon"):
         out.addPerBondParameter(p)
     for a, b in itertools.combinations(solute, 2):

@@ -138,7 +138,7 @@ def member_corrections(u_kln: list[np.ndarray], member_delta_kT: list[np.ndarray
         u_kln: K arrays [K, n_k] of the correction's windows (the last state is lambda = 1 with
             the ensemble mean).
         member_delta_kT: K arrays [M, n_k]: (U_ML,m - U_ML,mean) / kT of the same samples.
-        indices: K arrays of the decorrelated samples to use (:func:`.estimators.subsample`).
+        indices: K arrays of the decorrelated samples to use (``FreeEnergyResult.sample_indices``).
 
     Member m's end state is sampled by nobody; MBAR (pymbar) gives its free energy from all
     windows' samples with N_k = 0 for it: u_m(x) = u_last(x) + delta_m(x).

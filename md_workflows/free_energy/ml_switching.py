@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.atomic import atomic_savez
+from mlff.units import PS_TO_FS
 
 from .estimators import _lib
 from .ml_interpolation import LAMBDA_ML, interpolated_system
@@ -89,8 +90,8 @@ def run_switching(out_dir: str | Path, mm_system, positions_nm, box_nm, spec: di
     out.mkdir(parents=True, exist_ok=True)
     path = out / "switching.npz"
     kT = settings.kT_kj_mol
-    steps = max(1, int(round(protocol.switch_ps * 1000 / settings.timestep_fs / protocol.lambda_steps)))
-    spacing = int(round(protocol.spacing_ps * 1000 / settings.timestep_fs))
+    steps = max(1, int(round(protocol.switch_ps * PS_TO_FS / settings.timestep_fs / protocol.lambda_steps)))
+    spacing = int(round(protocol.spacing_ps * PS_TO_FS / settings.timestep_fs))
     works = {"forward": [], "reverse": []}
     states = {}
     if path.exists():
@@ -108,7 +109,7 @@ def run_switching(out_dir: str | Path, mm_system, positions_nm, box_nm, spec: di
         else:
             context.setPositions(np.asarray(positions_nm))
             context.setVelocitiesToTemperature(settings.temperature_K, settings.seed + 99)
-            integrator.step(int(round(protocol.equilibration_ps * 1000 / settings.timestep_fs)))
+            integrator.step(int(round(protocol.equilibration_ps * PS_TO_FS / settings.timestep_fs)))
         bar = None
         if progress:
             from tqdm.auto import tqdm

@@ -93,15 +93,14 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
     out.mkdir(parents=True, exist_ok=True)
     ti_parameters = list(states[0]) if ti_parameters is None else list(ti_parameters)
     _check_states(states, ti_parameters)
-    checked = system
-    if ml is not None:
-        from .ml_interpolation import interpolated_system
+    names = {system.getForce(i).getGlobalParameterName(j)
+             for i in range(system.getNumForces())
+             if hasattr(system.getForce(i), "getNumGlobalParameters")
+             for j in range(system.getForce(i).getNumGlobalParameters())}
+    if ml is not None:  # what attach_ml adds (building the model just to list them costs seconds)
+        from .ml_interpolation import ML_PARAMETERS
 
-        checked, _ = interpolated_system(system, ml)
-    names = {checked.getForce(i).getGlobalParameterName(j)
-             for i in range(checked.getNumForces())
-             if hasattr(checked.getForce(i), "getNumGlobalParameters")
-             for j in range(checked.getForce(i).getNumGlobalParameters())}
+        names |= set(ML_PARAMETERS)
     unknown = sorted(set(states[0]) - names)
     if unknown:
         raise ValueError(f"states set {unknown}, which no force of the system defines "
@@ -223,23 +222,22 @@ def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     """
     leg = json.loads((Path(out_dir) / "leg.json").read_text())
     if leg.get("ml") is None:
-        return _sample_window(out_dir, k, progress)
+        return _sample_window(out_dir, leg, k, progress)
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(int(leg["settings"]["threads"]))  # the window's share, as OpenMM's
     try:
-        return _sample_window(out_dir, k, progress)
+        return _sample_window(out_dir, leg, k, progress)
     finally:
         torch.set_num_threads(previous)
 
 
-def _sample_window(out_dir: str | Path, k: int, progress: bool) -> Path:
+def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Path:
     import openmm
     from openmm import unit
 
     out = Path(out_dir)
-    leg = json.loads((out / "leg.json").read_text())
     settings = SamplingSettings(**leg["settings"])
     states = leg["states"]
     ti_parameters = leg["ti_parameters"]
