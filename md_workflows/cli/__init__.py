@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from mlff.md_workflows.cli import data, fe, md, train
+from mlff.md_workflows.cli import data, fe, md, models, train
 from mlff.md_workflows.cli._common import COMMANDS
 
 __all__ = ["COMMANDS", "build_parser", "main", "user_error_message"]
@@ -28,7 +28,7 @@ EXIT_USER_ERROR = 2
 
 #: The parser builders of every subcommand, in ``mlff --help`` order.
 _ADDERS = (data.add_label, data.add_sample, data.add_stats, data.add_dataset, train.add_train,
-           train.add_eval, md.add_md, md.add_relax, md.add_analyze, md.add_demo,
+           train.add_eval, models.add_import, md.add_md, md.add_relax, md.add_analyze, md.add_demo,
            data.add_label_demo, fe.add_fe)
 
 #: File errors -> the fix the message suggests.

@@ -54,6 +54,10 @@ class MACEConfig:
         scale: energy scale of the readouts (eV); shift: per-atom energy shift (eV).
         dtype: "float32" or "float64" (parameters and internal arithmetic).
         ensemble_size: number of independent members M evaluated together (1: a single model).
+        residual_first: the first layer, like the others, adds a species-dependent skip
+            connection from its input (the embedding) after the product, instead of mixing its
+            messages by species (mace-torch's ``RealAgnosticResidualInteractionBlock`` as the
+            first interaction; imported models).
     """
 
     elements: Tuple[int, ...]
@@ -73,6 +77,7 @@ class MACEConfig:
     shift: float = 0.0
     dtype: str = "float64"
     ensemble_size: int = 1
+    residual_first: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
@@ -266,7 +271,9 @@ class ProductBlock(nn.Module):
         # zero or one skip modules (a ModuleList keeps forward TorchScript-able either way)
         self.skips = nn.ModuleList()
         if use_skip:
-            self.skips.append(IrrepsLinear(irreps_in, irreps_out, members, num_species))
+            # from the embedding (scalars) only the scalar outputs are reached
+            self.skips.append(IrrepsLinear(irreps_in, irreps_out, members, num_species,
+                                           allow_unreached=True))
         self.members = members
         self.channels = channels
         self.out_dims = [2 * l + 1 for _, l, _ in irreps_out]
@@ -331,11 +338,11 @@ class MACE(nn.Module):
             self.interactions.append(
                 InteractionBlock(irreps_in, irreps_sh, c.channels, c.max_ell, c.num_bessel,
                                  list(c.radial_mlp), c.avg_num_neighbors, num_species,
-                                 species_mixing=t == 0, members=members)
+                                 species_mixing=t == 0 and not c.residual_first, members=members)
             )
             self.products.append(
                 ProductBlock(irreps_in, irreps_out, c.channels, c.max_ell, c.correlation,
-                             num_species, members, use_skip=t > 0)
+                             num_species, members, use_skip=t > 0 or c.residual_first)
             )
             if last:
                 self.readouts.append(GroupedMLP([c.channels, c.readout_mlp, 1], members))

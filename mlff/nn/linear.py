@@ -42,6 +42,8 @@ class IrrepsLinear(nn.Module):
         irreps_in, irreps_out: ``[(mul, l, parity), ...]`` per member.
         members: number of independent members M.
         num_species: 0 for species-independent weights, else the number of species S.
+        allow_unreached: output blocks with no input of their type stay zero (a skip connection
+            from scalar-only features into l > 0 outputs) instead of being an error.
     """
 
     in_starts: List[int]
@@ -52,20 +54,23 @@ class IrrepsLinear(nn.Module):
     w_starts: List[int]
     norms: List[float]
 
-    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, members: int = 1, num_species: int = 0) -> None:
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, members: int = 1, num_species: int = 0,
+                 allow_unreached: bool = False) -> None:
         super().__init__()
         self.members = int(members)
         self.num_species = int(num_species)
         self.dim_out = irreps_dim(irreps_out)
         # weight rows per input channel: one set per species, or one
         self.species_factor = max(1, self.num_species)
-        in_offsets = _offsets(irreps_in)
-        out_offsets = _offsets(irreps_out)
+        in_offsets = irreps_offsets(irreps_in)
+        out_offsets = irreps_offsets(irreps_out)
         self.in_starts, self.in_muls, self.out_starts, self.out_muls = [], [], [], []
         self.dims, self.w_starts, self.norms = [], [], []
         total = 0
         for j, (mul_out, l_out, p_out) in enumerate(irreps_out):
             sources = [i for i, (_, l, p) in enumerate(irreps_in) if (l, p) == (l_out, p_out)]
+            if not sources and allow_unreached:
+                continue
             if not sources:
                 raise ValueError(f"output irrep {mul_out}x(l={l_out}, p={p_out}) has no input of "
                                  f"the same type in {list(irreps_in)}")
@@ -170,7 +175,8 @@ class GroupedMLP(nn.Module):
         return self.net(x)
 
 
-def _offsets(irreps: Irreps) -> List[int]:
+def irreps_offsets(irreps: Irreps) -> List[int]:
+    """Start of each block in the flat ``mul x irrep`` layout."""
     offsets, total = [], 0
     for mul, l, _ in irreps:
         offsets.append(total)

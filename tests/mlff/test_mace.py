@@ -91,3 +91,10 @@ def test_loaded_coupling_basis_is_the_one_used():
     before = sc(a, species)
     sc.load_state_dict(state)
     torch.testing.assert_close(sc(a, species), 2.0 * before)
+
+
+class TestMACEResidualFirst(ModelTests):
+    """The shared model tests on the layout of imported mace-torch models whose first
+    interaction is residual (a species skip from the embedding instead of message mixing)."""
+
+    model_options = {"residual_first": True}

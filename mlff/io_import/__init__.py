@@ -1,0 +1,6 @@
+"""Import models trained by other codes into mlff model files (nothing from the file runs).
+
+- :func:`mlff.io_import.mace_torch.import_mace`: mace-torch ``.model`` files (pickled
+  ``ScaleShiftMACE`` / ``MACE``), read by the restricted unpickler of
+  :mod:`mlff.io_import.safe_pickle`.
+"""
