@@ -115,13 +115,49 @@ RESUMABLE_CHANGES = ("optim.max_epochs", "optim.max_seconds", "export", "data.te
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """How the model of ``init_from`` is fine-tuned (the ``finetune:`` section).
+
+    Attributes:
+        e0s: ``keep`` (the model's isolated-atom energies; new elements fitted) or ``refit``
+            (all shifted by least squares on the training data).
+        replay: frames from the original model's domain (any file ase.io reads; labels in it
+            are ignored): the model's own energies and forces on them become training targets.
+        replay_count: how many replay frames to use (a seeded sample; all if fewer).
+        freeze: parameter-name prefixes to keep fixed, e.g. ``["embedding", "interactions.0"]``.
+        seed: of the replay sample and of new elements' initial weights.
+    """
+
+    e0s: str = "keep"
+    replay: Optional[str] = None
+    replay_count: int = 200
+    freeze: Tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "freeze", tuple(str(p) for p in self.freeze))
+        if self.e0s not in ("keep", "refit"):
+            raise ValueError(f"finetune.e0s must be 'keep' or 'refit', got {self.e0s!r}")
+        if self.replay_count < 1:
+            raise ValueError(f"finetune.replay_count must be >= 1, got {self.replay_count}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == FinetuneConfig()
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs. ``model`` is the model type's config dict plus ``type``
     (elements, E0s, average neighbours and scale/shift are filled from the training data unless
     given; ``ensemble_size: N`` trains N members in one model). ``export``: where the final model
     (best validation weights, ensembles recalibrated) is also written. ``bootstrap``: each
     ensemble member fits its own bootstrap resample of the training set (seeded multinomial
-    counts used as per-member structure weights; members always differ by their initial weights)."""
+    counts used as per-member structure weights; members always differ by their initial weights).
+    ``init_from``: a model file to start from (fine-tuning; the ``model`` section is then ignored
+    except for ``type``), shaped by ``finetune`` (:class:`mlff.train.finetune.FinetuneConfig`:
+    E0 refit, replay of the original model's own predictions, frozen layers; new elements in the
+    data are added to the model)."""
 
     model: Dict[str, Any]
     data: DataConfig
@@ -133,8 +169,11 @@ class TrainConfig:
     init_from: Optional[str] = None
     export: Optional[str] = None
     bootstrap: bool = False
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self) -> None:
+        if not self.init_from and not self.finetune.is_default:
+            raise ValueError("the finetune section needs init_from (the model to fine-tune)")
         if self.bootstrap and int(self.model.get("ensemble_size", 1)) < 2:
             raise ValueError("bootstrap: true resamples the training set per ensemble member; "
                              "set model.ensemble_size >= 2 or drop bootstrap")
@@ -163,6 +202,7 @@ class TrainConfig:
             init_from=values.get("init_from"),
             export=values.get("export"),
             bootstrap=bool(values.get("bootstrap", False)),
+            finetune=_from_dict(FinetuneConfig, values.get("finetune"), f"{where}: finetune"),
         )
 
     @classmethod

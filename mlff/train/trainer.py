@@ -32,6 +32,7 @@ from mlff.data.dataset import DataKeys, GraphDataset, random_split
 from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
 from mlff.models.registry import build_model
+from mlff.train.finetune import elements_with, extend_elements, prepare_finetune
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
 from mlff.train.ema import ExponentialMovingAverage
@@ -61,9 +62,11 @@ class Trainer:
         init_model: Optional[Potential] = None
         model_elements: Optional[List[int]] = None
         if config.init_from:
-            # fine-tuning keeps the model's element set (species indices) and E0s
+            # fine-tuning keeps the model's species indices; elements new in the data are added
             init_model = load_model(config.init_from)
-            model_elements = list(init_model.model.config.elements)
+            original_elements = list(init_model.elements)
+            model_elements = elements_with(init_model, config.data.train)
+            init_model = extend_elements(init_model, model_elements, seed=config.finetune.seed)
             r_cut = init_model.r_cut
             dtype = next(init_model.parameters()).dtype
         self.train_set = GraphDataset(config.data.train, r_cut, keys, model_elements, require, dtype)
@@ -78,7 +81,10 @@ class Trainer:
             self.train_graphs = [self.train_set.graphs[i] for i in tr]
             self.valid_set = [self.train_set.graphs[i] for i in va]
         if init_model is not None:
-            self.potential = init_model
+            self.potential, replay, report = prepare_finetune(
+                init_model, original_elements, config.finetune, self.train_set.frames, keys, dtype)
+            self.train_graphs += replay  # the original model's own predictions on its domain
+            atomic_write_text(self.out / "finetune.json", json.dumps(report, indent=1))
             self.potential.train()
         else:
             model_cfg.update(self._statistics(model_cfg, elements, r_cut))
