@@ -32,6 +32,7 @@ bench: setup
 	$(PY) benchmarks/mace_vs_peer.py
 	$(PY) benchmarks/ensemble_cost.py
 	$(PY) benchmarks/openmm_md.py
+	$(PY) benchmarks/imported_vs_peer.py
 	$(PY) benchmarks/train_vs_peer.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
