@@ -19,13 +19,23 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--finalize", action="store_true", help=(
         "do not train: recalibrate (ensembles), evaluate and export the run's current "
         "best_model.pt, e.g. to use a run that is still going"))
+    p.add_argument("--nproc", type=positive_int, default=1, help=(
+        "data-parallel processes on this machine (torch.distributed: gloo on CPU, nccl on GPU); "
+        "each takes a share of every batch, the loss curve is that of one process with the same "
+        "batch_size. Across machines: torchrun/srun -m mlff.md_workflows.cli train CONFIG"))
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume, or finalize) the run of ``args.config``; print its summary."""
+    from mlff.train.distributed import run_training_parallel
     from mlff.train.trainer import run_training
 
+    if args.nproc > 1:
+        if args.finalize:
+            raise ValueError("--finalize runs in one process; drop --nproc")
+        run_training_parallel(args.config, args.nproc, resume=args.resume)
+        return 0
     summary = run_training(args.config, resume=args.resume, finalize_only=args.finalize)
     print(json.dumps(summary, default=str))
     return 0

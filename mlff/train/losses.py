@@ -11,7 +11,7 @@ terms also weight each graph by its own count. Energies per atom make the energy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -35,43 +35,63 @@ class LossWeights:
             raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {values}")
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+def _masked_mean(values: Tensor, mask: Tensor, total: Optional[Tensor] = None) -> Tensor:
     """``values`` ``[M, K]``, ``mask`` ``[1, K]`` or ``[M, K]``: sum over members of each
-    member's weighted mean."""
-    total = mask.sum(dim=1).clamp(min=1e-12)
-    return ((values * mask).sum(dim=1) / total).sum()
+    member's weighted mean (denominator ``total`` ``[M]`` or ``[1]`` when given: the global
+    count when a batch is shared between processes)."""
+    if total is None:
+        total = mask.sum(dim=1)
+    return ((values * mask).sum(dim=1) / total.clamp(min=1e-12)).sum()
 
 
-def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+def _masks(batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    w_graph = batch[G.WEIGHT].unsqueeze(0)  # [1, B]
+    if MEMBER_WEIGHT in batch:
+        w_graph = w_graph * batch[MEMBER_WEIGHT]  # [M, B]
+    masks = {"energy": batch[G.ENERGY_WEIGHT].unsqueeze(0) * w_graph,
+             "forces": (batch[G.FORCES_WEIGHT].unsqueeze(0) * w_graph)[:, batch[G.BATCH]]}
+    if G.STRESS_WEIGHT in batch:
+        masks["stress"] = batch[G.STRESS_WEIGHT].unsqueeze(0) * w_graph
+    return masks
+
+
+def loss_denominators(batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The weighted counts each loss term divides by (``[M]`` or ``[1]`` per term): summed
+    over the shares of a global batch, they make each share's loss a part of the global mean."""
+    return {k: m.sum(dim=1).to(torch.float64) for k, m in _masks(batch).items()}
+
+
+def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor],
+               totals: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
     """Unweighted per-term mean squared errors (each a scalar tensor).
 
     Each member of an ensemble is fitted on its own: the terms are the sums over members of the
     members' mean squared errors (``member_*`` outputs; one member for a single model), so the
-    gradient of every member's weights is that of training it alone.
+    gradient of every member's weights is that of training it alone. ``totals``: denominators
+    (:func:`loss_denominators` summed over the processes sharing the batch).
     """
+    totals = totals or {}
+    masks = _masks(batch)
     n_atoms = G.atoms_per_graph(batch)
-    w_graph = batch[G.WEIGHT].unsqueeze(0)  # [1, B]
-    if MEMBER_WEIGHT in batch:
-        w_graph = w_graph * batch[MEMBER_WEIGHT]  # [M, B]
     out: Dict[str, Tensor] = {}
     energy = pred.get("member_energy", pred["energy"].unsqueeze(0))  # [M, B]
     de = (energy - batch[G.ENERGY].unsqueeze(0)) / n_atoms
-    out["energy"] = _masked_mean(de**2, batch[G.ENERGY_WEIGHT].unsqueeze(0) * w_graph)
+    out["energy"] = _masked_mean(de**2, masks["energy"], totals.get("energy"))
     if "forces" in pred:
         forces = pred.get("member_forces", pred["forces"].unsqueeze(0))  # [M, N, 3]
-        atom_w = (batch[G.FORCES_WEIGHT].unsqueeze(0) * w_graph)[:, batch[G.BATCH]]
         df2 = ((forces.to(torch.float64) - batch[G.FORCES].unsqueeze(0)) ** 2).mean(dim=2)
-        out["forces"] = _masked_mean(df2, atom_w)
+        out["forces"] = _masked_mean(df2, masks["forces"], totals.get("forces"))
     if "stress" in pred:
         stress = pred.get("member_stress", pred["stress"].unsqueeze(0))  # [M, B, 3, 3]
         ds2 = ((stress.to(torch.float64) - batch[G.STRESS].unsqueeze(0)) ** 2).mean(dim=(2, 3))
-        out["stress"] = _masked_mean(ds2, batch[G.STRESS_WEIGHT].unsqueeze(0) * w_graph)
+        out["stress"] = _masked_mean(ds2, masks["stress"], totals.get("stress"))
     return out
 
 
-def weighted_loss(pred: Dict[str, Tensor], batch: Dict[str, Tensor], weights: LossWeights) -> Tensor:
-    """The scalar training loss (see module docstring)."""
-    terms = loss_terms(pred, batch)
+def weighted_loss(pred: Dict[str, Tensor], batch: Dict[str, Tensor], weights: LossWeights,
+                  totals: Optional[Dict[str, Tensor]] = None) -> Tensor:
+    """The scalar training loss (see module docstring); ``totals`` as in :func:`loss_terms`."""
+    terms = loss_terms(pred, batch, totals)
     total = weights.energy * terms["energy"]
     if "forces" in terms:
         total = total + weights.forces * terms["forces"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List
 
 import torch
@@ -62,3 +63,24 @@ class ErrorAccumulator:
         if self.stress:
             out["stress_meV_per_A3"] = self._mae_rmse(torch.cat(self.stress).reshape(-1), 1e3)
         return out
+
+
+def plot_learning_curve(history: List[Dict[str, object]], path: Path) -> None:
+    """Train and validation loss per epoch (log scale) from ``metrics.jsonl`` records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlff.atomic import atomic_savefig
+
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogy(epochs, [r["train_loss"] for r in history], label="train")
+    ax.semilogy(epochs, [r["valid_loss"] for r in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)

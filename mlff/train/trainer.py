@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mlff import graph as G
-from mlff.atomic import atomic_path, atomic_savefig, atomic_write_text
+from mlff.atomic import atomic_path, atomic_write_text
 from mlff.defaults import DEFAULT_R_CUT
 from mlff.dtypes import parse_dtype
 from mlff.data.dataset import DataKeys, GraphDataset, random_split
@@ -36,7 +36,9 @@ from mlff.train.finetune import elements_with, extend_elements, prepare_finetune
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
 from mlff.train.ema import ExponentialMovingAverage
-from mlff.train.losses import MEMBER_WEIGHT, LossWeights, weighted_loss
+from mlff.train.metrics import plot_learning_curve
+from mlff.train.distributed import all_sum, init_from_env, rank_world
+from mlff.train.losses import MEMBER_WEIGHT, LossWeights, loss_denominators, weighted_loss
 from mlff.train.metrics import ErrorAccumulator
 
 CHECKPOINT = "checkpoint.pt"
@@ -47,7 +49,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, progress: bool = True) -> None:
         self.config = config
-        self.progress = progress
+        self.rank, self.world = rank_world()
+        self.is_main = self.rank == 0  # rank 0 alone writes files and shows progress
+        self.progress = progress and self.is_main
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
@@ -84,12 +88,24 @@ class Trainer:
             self.potential, replay, report = prepare_finetune(
                 init_model, original_elements, config.finetune, self.train_set.frames, keys, dtype)
             self.train_graphs += replay  # the original model's own predictions on its domain
-            atomic_write_text(self.out / "finetune.json", json.dumps(report, indent=1))
+            if self.is_main:
+                atomic_write_text(self.out / "finetune.json", json.dumps(report, indent=1))
             self.potential.train()
         else:
             model_cfg.update(self._statistics(model_cfg, elements, r_cut))
             self.potential = Potential(build_model(model_type, model_cfg))
         self.potential.to(config.device)
+        if self.world > 1:
+            if config.optim.batch_size < self.world:
+                raise ValueError(f"optim.batch_size ({config.optim.batch_size}) must be at least the "
+                                 f"number of processes ({self.world}): each takes a share of a batch")
+            from torch.nn.parallel import DistributedDataParallel
+
+            # gradients averaged over ranks; the model's buffers are constants
+            self.forward_model: torch.nn.Module = DistributedDataParallel(
+                self.potential, broadcast_buffers=False)
+        else:
+            self.forward_model = self.potential
         self.member_counts = self._bootstrap_counts() if config.bootstrap else None
         o = config.optim
         opt_cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
@@ -176,7 +192,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.out / CHECKPOINT, self._state())
+        if self.is_main:  # every rank holds the same state
+            save_checkpoint(self.out / CHECKPOINT, self._state())
 
     def resume(self) -> None:
         """Load ``OUT/checkpoint.pt`` (weights, optimiser, EMA, counters and RNG states)."""
@@ -247,14 +264,18 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}/{o.max_epochs}", unit="batch")
             running: List[float] = []
             while self.batch_in_epoch < len(batches):
-                idx = batches[self.batch_in_epoch]
+                idx = batches[self.batch_in_epoch][self.rank :: self.world]  # this rank's share
                 batch = self._to_device(G.collate([self.train_graphs[i] for i in idx]))
                 if self.member_counts is not None:
                     batch[MEMBER_WEIGHT] = self.member_counts[:, idx]
-                pred = self.potential(batch, compute_forces=True, compute_stress=stress)
-                loss = weighted_loss(pred, batch, self.weights)
+                totals = all_sum(loss_denominators(batch)) if self.world > 1 else None
+                pred = self.forward_model(batch, compute_forces=True, compute_stress=stress)
+                loss = weighted_loss(pred, batch, self.weights, totals)  # this share's part
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages gradients over ranks; the shares' losses add up to the batch's
+                (loss * self.world).backward()
+                if self.world > 1:
+                    loss = all_sum({"loss": loss.detach()})["loss"]
                 if o.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.potential.parameters(), o.grad_clip)
                 self.optimizer.step()
@@ -268,7 +289,7 @@ class Trainer:
                 self.elapsed = time.time() - start_time
                 if self.step % o.checkpoint_every_steps == 0:
                     self.save_checkpoint()
-                if o.max_seconds is not None and self.elapsed > o.max_seconds:
+                if o.max_seconds is not None and self._out_of_time():
                     break
             bar.close()
             if self.batch_in_epoch < len(batches):  # wall-clock budget ran out mid-epoch
@@ -287,17 +308,29 @@ class Trainer:
             self.history.append(record)
             if valid_loss < self.best_valid:
                 self.best_valid = valid_loss
-                self.save_best()
+                if self.is_main:
+                    self.save_best()
             self.epoch += 1
             self.batch_in_epoch = 0
             self.save_checkpoint()
-            atomic_write_text(self.out / "metrics.jsonl",
-                               "".join(json.dumps(r) + "\n" for r in self.history))
-            self.plot_learning_curve()
+            if self.is_main:
+                atomic_write_text(self.out / "metrics.jsonl",
+                                  "".join(json.dumps(r) + "\n" for r in self.history))
+                self.plot_learning_curve()
         summary: Dict[str, object] = {"epochs": self.epoch, "steps": self.step,
-                                      "best_valid_loss": self.best_valid}
-        summary.update(self.finalize())
+                                      "best_valid_loss": self.best_valid, "processes": self.world}
+        if self.world > 1:
+            torch.distributed.barrier()  # rank 0's files are complete
+        if self.is_main:
+            summary.update(self.finalize())
         return summary
+
+    def _out_of_time(self) -> bool:
+        """The wall-clock budget is spent (rank 0's clock decides, so all ranks stop together)."""
+        over = torch.tensor([1.0 if self.elapsed > self.config.optim.max_seconds else 0.0])
+        if self.world > 1:
+            torch.distributed.broadcast(over, src=0)
+        return bool(over.item())
 
     def finalize(self) -> Dict[str, object]:
         """Turn ``best_model.pt`` into the final ``model.pt``: ensembles get their recalibration
@@ -377,20 +410,7 @@ class Trainer:
                                               "valid_loss": self.best_valid}})
 
     def plot_learning_curve(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        epochs = [r["epoch"] for r in self.history]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.semilogy(epochs, [r["train_loss"] for r in self.history], label="train")
-        ax.semilogy(epochs, [r["valid_loss"] for r in self.history], label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend()
-        fig.tight_layout()
-        atomic_savefig(fig, self.out / "learning_curve.png")
+        plot_learning_curve(self.history, self.out / "learning_curve.png")
 
 
 def _differences(a: Dict[str, object], b: Dict[str, object], prefix: str = "") -> List[str]:
@@ -413,6 +433,7 @@ def run_training(config_path: str, resume: bool = False, progress: bool = True,
     ``finalize_only``: skip training and finalize the run's current ``best_model.pt`` (an
     interim model from a run that is still going)."""
     config = TrainConfig.from_yaml(config_path)
+    init_from_env(config.device)  # under torchrun/srun: join the process group
     trainer = Trainer(config, progress=progress)
     if finalize_only:
         trainer.resume()
@@ -423,3 +444,4 @@ def run_training(config_path: str, resume: bool = False, progress: bool = True,
         raise FileExistsError(f"{trainer.out / CHECKPOINT} exists; pass --resume to continue it "
                               "or choose another 'out'")
     return trainer.train()
+

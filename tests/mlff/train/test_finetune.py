@@ -11,7 +11,6 @@ import torch
 import yaml
 from ase.build import molecule
 
-from conftest import make_small_potential
 from mlff.calculators.ase import MLFFCalculator
 from mlff.io import load_model, save_model
 from mlff.train.config import TrainConfig
@@ -27,8 +26,8 @@ def _energy(potential, atoms):
     return a.get_potential_energy(), a.get_forces()
 
 
-def test_extend_elements_keeps_known_predictions():
-    pot = make_small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=3)
+def test_extend_elements_keeps_known_predictions(small_potential):
+    pot = small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=3)
     bigger = extend_elements(pot, [7, 16], seed=1)
     assert bigger.model.config.elements == (1, 6, 8, 7, 16)
     for name in ("CH3OH", "H2O", "CO2"):
@@ -42,8 +41,8 @@ def test_extend_elements_keeps_known_predictions():
     assert np.isfinite(energy) and np.isfinite(forces).all()
 
 
-def test_refit_e0s_recovers_a_known_offset():
-    pot = make_small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=4)
+def test_refit_e0s_recovers_a_known_offset(small_potential):
+    pot = small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=4)
     shift = {1: 0.31, 6: -1.7, 8: 2.2}
     frames = []
     for name, seed in (("CH3OH", 1), ("H2O", 2), ("CH3CH2OH", 3), ("HCOOH", 4), ("CH4", 5), ("CO2", 6)):
@@ -60,8 +59,8 @@ def test_refit_e0s_recovers_a_known_offset():
     assert refit.model.config.e0s == pytest.approx(tuple(e + shift[z] for z, e in zip((1, 6, 8), pot.model.config.e0s)))
 
 
-def test_teacher_frames_carry_the_model_predictions():
-    pot = make_small_potential(elements=(1, 6, 8), seed=5)
+def test_teacher_frames_carry_the_model_predictions(small_potential):
+    pot = small_potential(elements=(1, 6, 8), seed=5)
     frames = [molecule("CH3OH"), molecule("CH3CH2NH2"), molecule("H2O")]  # N is unknown: skipped
     labelled = teacher_frames(pot, frames, "e", "f")
     assert len(labelled) == 2
@@ -71,8 +70,8 @@ def test_teacher_frames_carry_the_model_predictions():
         np.testing.assert_allclose(a.arrays["f"], forces, rtol=0, atol=1e-12)
 
 
-def test_freeze_names_bad_prefixes():
-    pot = make_small_potential(seed=6)
+def test_freeze_names_bad_prefixes(small_potential):
+    pot = small_potential(seed=6)
     n = freeze(pot, ["embedding", "interactions.0"])
     assert n == sum(p.numel() for k, p in pot.model.named_parameters()
                     if k.startswith(("embedding", "interactions.0.")))
@@ -82,10 +81,10 @@ def test_freeze_names_bad_prefixes():
         freeze(pot, ["interaction.1"])
 
 
-def test_finetune_run_adds_elements_replays_and_freezes(small_data, tmp_path):  # noqa: F811
+def test_finetune_run_adds_elements_replays_and_freezes(small_data, small_potential, tmp_path):  # noqa: F811
     """A model of H C O fine-tuned on data with N: N is added, E0s refit, replay frames join the
     training set, the frozen embedding is unchanged after training."""
-    base = make_small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=7, r_cut=4.0)
+    base = small_potential(elements=(1, 6, 8), e0s=(-10.7, -48.8, -102.5), seed=7, r_cut=4.0)
     save_model(base, tmp_path / "base.pt")
     frames = ase.io.read(small_data / "train.extxyz", ":")
     amine = molecule("CH3CH2NH2")
