@@ -37,7 +37,10 @@ def run_train(args: argparse.Namespace) -> int:
         run_training_parallel(args.config, args.nproc, resume=args.resume)
         return 0
     summary = run_training(args.config, resume=args.resume, finalize_only=args.finalize)
-    print(json.dumps(summary, default=str))
+    from mlff.train.distributed import rank_world
+
+    if rank_world()[0] == 0:  # under torchrun every rank gets here; rank 0 reports
+        print(json.dumps(summary, default=str))
     return 0
 
 

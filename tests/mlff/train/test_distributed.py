@@ -53,3 +53,26 @@ def test_distributed_resume_is_bit_identical(small_data, tmp_path):  # noqa: F81
     b = torch.load(out_split / "checkpoint.pt", weights_only=True)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_torchrun_path_matches_the_nproc_path(small_data, tmp_path):  # noqa: F811
+    """``torchrun -m mlff.md_workflows.cli train`` (the SLURM/cluster route: the process group
+    comes from environment variables) trains the same model as ``--nproc 2``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spawned, out_spawned = _config(tmp_path, small_data, "spawned", max_epochs=1)
+    env_run, out_env = _config(tmp_path, small_data, "env", max_epochs=1)
+    cli = [sys.executable, "-m", "mlff.md_workflows.cli", "train"]
+    done = subprocess.run(cli + [spawned, "--nproc", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                           "mlff.md_workflows.cli", "train", env_run], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"processes": 2') == 1  # rank 0 alone reports
+    a = torch.load(out_spawned / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(out_env / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-12, msg=k)
