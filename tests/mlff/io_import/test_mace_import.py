@@ -3,7 +3,8 @@
 Two sources of references:
 - fixtures/: small random-weight mace-torch models (several hyperparameter combinations, one
   saved in float32) with energies, forces and stress computed by mace-torch
-  (fixtures/make_mace_fixtures.py, run in the peer venv);
+  (fixtures/make_mace_fixtures.py, run in the peer venv; the references are committed, the
+  pickles are not, and their tests skip when the pickles are absent);
 - ../shared/pretrained/: three trained third-party models with mace-torch's references
   (skipped, with a message, when that folder is absent).
 """
@@ -27,6 +28,16 @@ from mlff.io_import.safe_pickle import load_pickled
 from mlff.nn.symmetric_contraction import SymmetricContraction
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def model_fixture(name: str) -> Path:
+    """A random-weight mace-torch fixture model. The pickles are not committed (pickled model
+    files stay out of git); make them with fixtures/make_mace_fixtures.py in the peer venv."""
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: run tests/mlff/io_import/fixtures/make_mace_fixtures.py "
+                    "(needs mace-torch, made in the peer venv)")
+    return path
 FIXTURE_MODELS = sorted(FIXTURES.glob("*.model"))
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "pretrained"
 REAL = {"mace_ani1x_small": "ani500k_small_CC.model", "mace_spice_2022": "MACE_SPICE.model",
@@ -91,7 +102,7 @@ def test_symmetric_contraction_projection_loses_nothing():
     """mace's contraction, evaluated from its own U tensors and weights (its definition,
     written here as dense einsums), equals mlff's reduced-basis contraction with the projected
     weights, on random features."""
-    root = load_pickled(FIXTURES / "mace_L2_ell2_corr3_3layers.model").child("products").child("0")
+    root = load_pickled(model_fixture("mace_L2_ell2_corr3_3layers.model")).child("products").child("0")
     contractions = list(root.child("symmetric_contractions").child("contractions").children.values())
     torch.manual_seed(0)
     n, channels, dim = 5, 6, 9  # max_ell 2
@@ -124,7 +135,7 @@ def test_imported_model_is_a_normal_model_file(tmp_path):
     imported model gives the same numbers; its metadata names the source and its checksum."""
     from mlff.models.ensemble import stack_members
 
-    path = FIXTURES / "resfirst_L1_ell2_corr2_f32.model"
+    path = model_fixture("resfirst_L1_ell2_corr2_f32.model")
     potential, meta = import_mace(path)
     save_model(potential, tmp_path / "imported.pt", metadata=meta)
     loaded, metadata = load_model_with_metadata(tmp_path / "imported.pt")
@@ -148,7 +159,7 @@ def test_imported_model_in_openmm_matches_ase():
     from mlff.calculators.openmm import make_python_force
     from mlff.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL
 
-    potential, _ = import_mace(FIXTURES / "plainfirst_L0_ell3_corr3.model")
+    potential, _ = import_mace(model_fixture("plainfirst_L0_ell3_corr3.model"))
     atoms = ase.io.read(FIXTURES / "plainfirst_L0_ell3_corr3.extxyz", "5")  # rattled ethanol
     system = openmm.System()
     for mass in atoms.get_masses():
@@ -184,7 +195,7 @@ def _with(root, path, **changes):
      "GeneralNonLinearBiasReadoutBlock"),
 ])
 def test_unsupported_parts_are_named(path, changes, message):
-    root = load_pickled(FIXTURES / "plainfirst_L0_ell3_corr3.model")
+    root = load_pickled(model_fixture("plainfirst_L0_ell3_corr3.model"))
     read_config(root)  # the unchanged model is fine
     with pytest.raises(UnsupportedModelError, match=message):
         read_config(_with(root, path, **changes))
@@ -193,7 +204,7 @@ def test_unsupported_parts_are_named(path, changes, message):
 def test_cli_import(tmp_path):
     out = tmp_path / "imported.pt"
     cmd = [sys.executable, "-m", "mlff.md_workflows.cli", "import", "mace",
-           str(FIXTURES / "plainfirst_L1_ell3_corr1.model"), "-o", str(out)]
+           str(model_fixture("plainfirst_L1_ell3_corr1.model")), "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "elements [1, 6, 8]" in done.stdout and out.exists()

@@ -11,7 +11,10 @@ import torch
 from mlff.errors import ModelFileError
 from mlff.io_import.safe_pickle import Pickled, UnsafePickleError, find, load_pickled
 
+from test_mace_import import model_fixture
+
 FIXTURES = Path(__file__).parent / "fixtures"
+
 
 
 class TouchFile:
@@ -88,7 +91,7 @@ def test_not_a_torch_archive(tmp_path):
 
 
 def test_mace_model_becomes_records_with_real_tensors():
-    root = load_pickled(FIXTURES / "plainfirst_L0_ell3_corr3.model")
+    root = load_pickled(model_fixture("plainfirst_L0_ell3_corr3.model"))
     assert root.qualname == "mace.modules.models.ScaleShiftMACE"
     assert [name for name, _ in find(root, "Contraction")] == [
         "products.0.symmetric_contractions.contractions.0",
