@@ -123,6 +123,7 @@ def run_molecule(mm: dict, args, out: Path) -> dict:
                           ml_equilibration_ps=args.ml_equilibration_ps,
                           ml_production_ps=args.ml_production_ps,
                           ml_sample_every_ps=args.ml_sample_every_ps, workers=args.workers,
+                          ml_timestep_fs=args.ml_timestep_fs,
                           threads=args.threads)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -155,6 +156,7 @@ def run_molecule(mm: dict, args, out: Path) -> dict:
         min_neighbour_overlap={"water": water["min_neighbour_overlap"],
                                "vacuum": vacuum["min_neighbour_overlap"]},
         ti_vs_mbar_sigma={"water": water["ti_vs_mbar_sigma"], "vacuum": vacuum["ti_vs_mbar_sigma"]},
+        ml_timestep_fs=cfg.ml_sampling("water").timestep_fs,
         warnings=ml["warnings"], wall_s=wall,
         sampling_wall_s=ml["sampling_wall_s_this_run"], workers=args.workers,
         protocol=protocol(args))
@@ -178,6 +180,8 @@ def main(argv=None) -> int:
     p.add_argument("--ml-equilibration-ps", type=float, default=5.0)
     p.add_argument("--ml-production-ps", type=float, default=15.0)
     p.add_argument("--ml-sample-every-ps", type=float, default=0.5)
+    p.add_argument("--ml-timestep-fs", type=float, default=None,
+                   help="timestep of the ML/MM correction legs (default: the MM legs' 4 fs)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "runs" / NAME))

@@ -34,8 +34,9 @@ class HydrationConfig:
     ``model`` (``"default"`` or a model file) adds the ML/MM end-state corrections (MM -> ML
     for the solute's intramolecular energy) in water and in vacuum after the MM legs:
     ``ml_windows`` of lambda_ml, each ``ml_equilibration_ps`` + ``ml_production_ps`` with
-    energies every ``ml_sample_every_ps``, same timestep, thermostat and platforms as the MM
-    legs; the model through ``ml_route`` (``torch``: TorchForce, ``python``: PythonForce) on
+    energies every ``ml_sample_every_ps``, same thermostat and platforms as the MM legs and
+    their timestep unless ``ml_timestep_fs`` is given (an ML potential may need a shorter one
+    than the MM force field with heavy hydrogens); the model through ``ml_route`` (``torch``: TorchForce, ``python``: PythonForce) on
     ``ml_device`` (``cuda`` with the CUDA platform). ``ml_switches`` > 0 adds that many
     nonequilibrium switches each way per leg (``ml_switch_ps`` long; Jarzynski and BAR), a
     screen run in one process after the windows.
@@ -72,6 +73,7 @@ class HydrationConfig:
     ml_equilibration_ps: float = 5.0
     ml_production_ps: float = 15.0
     ml_sample_every_ps: float = 0.5
+    ml_timestep_fs: float | None = None
     ml_device: str = "cpu"
     ml_switches: int = 0
     ml_switch_ps: float = 2.0
@@ -144,8 +146,10 @@ class HydrationConfig:
             threads=self.threads, seed=self.seed + (0 if leg == "water" else 1))
 
     def ml_sampling(self, leg: str) -> SamplingSettings:
-        """The correction leg's sampling: the MM leg's, with the ml_* lengths."""
-        return dataclasses.replace(self.sampling(leg), equilibration_ps=self.ml_equilibration_ps,
+        """The correction leg's sampling: the MM leg's, with the ml_* lengths and timestep."""
+        base = self.sampling(leg)
+        return dataclasses.replace(base, equilibration_ps=self.ml_equilibration_ps,
+                                   timestep_fs=self.ml_timestep_fs or base.timestep_fs,
                                    production_ps=self.ml_production_ps,
                                    sample_every_ps=self.ml_sample_every_ps,
                                    seed=self.seed + (10 if leg == "water" else 11))

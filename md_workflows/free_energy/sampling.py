@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mlff.atomic import atomic_savez, atomic_write_bytes
+from mlff.errors import MLFFError
 from mlff.units import FS_TO_PS
 
 from .sampling_settings import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings  # noqa: F401 (re-exported)
@@ -214,6 +215,11 @@ def _reduced_energies(context, states, kT, current: dict[str, float],
     return u, dudl
 
 
+class SimulationUnstableError(MLFFError, RuntimeError):
+    """A window's simulation produced non-finite positions or energies (timestep too long for
+    the potential, or a potential with a hole)."""
+
+
 def run_window(out_dir: str | Path, k: int, progress: bool = False) -> Path:
     """Sample window ``k`` of the leg in ``out_dir`` to completion (resuming if possible).
 
@@ -286,6 +292,7 @@ def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Pa
         context.setVelocitiesToTemperature(settings.temperature_K * unit.kelvin, seed)
         if settings.equilibration_steps:
             integrator.step(settings.equilibration_steps)
+        _check_stable(context, k, current, settings, "equilibration")
 
     def save(n_done: int) -> None:
         state_xml = openmm.XmlSerializer.serialize(
@@ -314,6 +321,7 @@ def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Pa
     report(n_done)
     while n_done < n_total:
         integrator.step(settings.steps_per_sample)
+        _check_stable(context, k, current, settings, f"sample {n_done + 1}")
         u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step,
                                  analytic)
         u_rows.append(u)
@@ -332,6 +340,24 @@ def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Pa
     if bar is not None:
         bar.close()
     return samples_path
+
+
+def _check_stable(context, k: int, state: dict, settings: SamplingSettings, when: str) -> None:
+    """Raise :class:`SimulationUnstableError` when the window's positions or energy are no
+    longer finite, before anything of it is saved (a blown-up window used to record NaN samples
+    to the end and fail only in the analysis)."""
+    from openmm import unit
+
+    s = context.getState(getPositions=True, getEnergy=True)
+    energy = s.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    if np.isfinite(energy) and np.all(np.isfinite(s.getPositions(asNumpy=True)._value)):
+        return
+    where = ", ".join(f"{name}={value:g}" for name, value in state.items())
+    raise SimulationUnstableError(
+        f"window {k} ({where}) blew up during {when}: positions or energy are not finite at a "
+        f"{settings.timestep_fs:g} fs timestep. Use a smaller timestep for this leg (for the "
+        f"ML/MM corrections: ml_timestep_fs, e.g. 2.0) or check the model on this molecule "
+        f"(mlff md on the solute in vacuum shows where it fails)")
 
 
 def _window_done(out: Path, k: int, n_total: int) -> bool:

@@ -179,3 +179,21 @@ def test_decorrelation_ignores_what_no_estimator_sees():
     assert sum(len(i) for i in drifted.indices) > 0.5 * n * k
     for a, b in zip(plain.indices, drifted.indices):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_window_that_blows_up_fails_at_once_and_saves_no_nan(tmp_path):
+    """A stiff state sampled with a far too long timestep: the window stops with a named error
+    at the first non-finite frame instead of recording NaN samples for the analysis to trip on."""
+    from mlff.md_workflows.free_energy.sampling import SimulationUnstableError
+
+    system, pos = oscillators(2, 3, 100.0, 5.0e7, 0.0)
+    s = SamplingSettings(temperature_K=300.0, timestep_fs=4.0, friction_per_ps=1.0,
+                         equilibration_ps=0.4, production_ps=2.0, sample_every_ps=0.2,
+                         platform="Reference", seed=1, checkpoint_every_samples=1, minimize=False)
+    out = prepare_leg(tmp_path / "leg", system, pos, [{"lambda": 0.0}, {"lambda": 1.0}], s,
+                      ti_parameters=["lambda"])
+    run_window(out, 0)  # the soft end is fine
+    with pytest.raises(SimulationUnstableError, match=r"window 1 \(lambda=1\) blew up.*timestep"):
+        run_window(out, 1)
+    saved = out / "window_001" / "samples.npz"
+    assert not saved.exists() or int(np.load(saved)["done_samples"]) == 0
