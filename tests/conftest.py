@@ -16,8 +16,8 @@ import torch
 
 from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
 from mlff.io import save_model
-from mlff.models.mace import MACE, MACEConfig
 from mlff.models.potential import Potential
+from mlff.models.registry import MODELS
 
 #: GFN2-xTB isolated-atom energies (eV) of H, C, N, O: realistic E0s for the random models.
 E0_EV: Dict[int, float] = {1: -10.7, 6: -48.8, 7: -70.9, 8: -102.5}
@@ -28,24 +28,36 @@ SMALL_MACE: Dict[str, object] = dict(
     num_interactions=2, num_bessel=6, radial_mlp=(16, 16), readout_mlp=8, avg_num_neighbors=6.0,
 )
 
+#: The small TensorNet: H C N O, 16 channels, 2 layers, 8 radial functions, r_cut 4 A.
+SMALL_TENSORNET: Dict[str, object] = dict(
+    elements=(1, 6, 7, 8), channels=16, num_layers=2, num_rbf=8, r_cut=4.0,
+)
+
+#: small-model options per model type
+SMALL_MODELS: Dict[str, Dict[str, object]] = {"mace": SMALL_MACE, "tensornet": SMALL_TENSORNET}
+
 
 def make_small_potential(
-    ensemble_size: int = 1, dtype: DTypeLike = "float64", seed: int = 0, **config: object
+    ensemble_size: int = 1, dtype: DTypeLike = "float64", seed: int = 0, model_type: str = "mace",
+    **config: object,
 ) -> Potential:
-    """A small MACE :class:`Potential` with random weights (seeded), in eval mode.
+    """A small :class:`Potential` with random weights (seeded), in eval mode.
 
     Args:
         ensemble_size: members M (1: a single model).
         dtype: ``"float32"``/``"float64"`` or a torch dtype.
         seed: ``torch.manual_seed`` before the weights are drawn.
-        **config: :class:`MACEConfig` fields replacing those of :data:`SMALL_MACE` (``e0s``
-            defaults to :data:`E0_EV` of the elements; ``scale`` in eV, 1.0 by default).
+        model_type: a registered model type (``mace``, ``tensornet``).
+        **config: config fields replacing those of the type's small model
+            (:data:`SMALL_MODELS`; ``e0s`` defaults to :data:`E0_EV` of the elements; ``scale``
+            in eV, 1.0 by default).
     """
-    options = {**SMALL_MACE, **config}
+    options = {**SMALL_MODELS[model_type], **config}
     options.setdefault("e0s", tuple(E0_EV[int(z)] for z in options["elements"]))
     torch.manual_seed(seed)
-    cfg = MACEConfig(**options, dtype=dtype_name(parse_dtype(dtype)), ensemble_size=ensemble_size)
-    return Potential(MACE(cfg)).eval()
+    config_cls, model_cls = MODELS[model_type]
+    cfg = config_cls(**options, dtype=dtype_name(parse_dtype(dtype)), ensemble_size=ensemble_size)
+    return Potential(model_cls(cfg)).eval()
 
 
 def write_small_model(

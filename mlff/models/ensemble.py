@@ -9,7 +9,8 @@ module converts between an ensemble and its members:
 - :func:`stack_members` builds an ensemble from separately trained single models of the same
   architecture (their E0s, scale and shift must agree).
 
-Where each parameter keeps its members: ``IrrepsLinear``/``GroupedLinear`` weights and biases on
+Where each parameter keeps its members: ``IrrepsLinear``/``GroupedLinear``/``GroupedLayerNorm``
+weights and biases on
 axis 0; the species embedding ``[S, M*C]`` and the symmetric contraction weights ``[S, K, M*C]``
 as M consecutive blocks of C channels.
 """
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from mlff.models.potential import Potential
 from mlff.models.registry import MODELS, model_type_of
-from mlff.nn.linear import GroupedLinear, IrrepsLinear
+from mlff.nn.linear import GroupedLayerNorm, GroupedLinear, IrrepsLinear
 from mlff.nn.symmetric_contraction import SymmetricContraction
 
 
@@ -33,7 +34,7 @@ def _member_layout(model: nn.Module) -> Dict[str, Tuple[int, bool]]:
     layout: Dict[str, Tuple[int, bool]] = {}
     for prefix, module in model.named_modules():
         dot = f"{prefix}." if prefix else ""
-        if isinstance(module, (IrrepsLinear, GroupedLinear)):
+        if isinstance(module, (IrrepsLinear, GroupedLinear, GroupedLayerNorm)):
             for name, _ in module.named_parameters(recurse=False):
                 layout[dot + name] = (0, False)
         elif isinstance(module, nn.Embedding):

@@ -17,16 +17,15 @@ Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
 """
 
 
-import contextlib
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
 
 import torch
 from e3nn import o3
 from torch import Tensor, nn
 
 from mlff.defaults import DEFAULT_R_CUT
-from mlff.dtypes import DTYPES
+from mlff.models.base import EnergyModel, ModelConfig
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
@@ -34,7 +33,7 @@ from mlff.nn.symmetric_contraction import SymmetricContraction
 
 
 @dataclass(frozen=True)
-class MACEConfig:
+class MACEConfig(ModelConfig):
     """Hyperparameters of :class:`MACE` (validated on creation).
 
     Attributes:
@@ -79,58 +78,17 @@ class MACEConfig:
     ensemble_size: int = 1
     residual_first: bool = False
 
+    model_name = "MACE"
+    tuple_fields = ("elements", "radial_mlp", "e0s")
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "elements", tuple(int(z) for z in self.elements))
-        object.__setattr__(self, "radial_mlp", tuple(int(x) for x in self.radial_mlp))
-        object.__setattr__(self, "e0s", tuple(float(x) for x in self.e0s))
-        if len(self.elements) == 0 or len(set(self.elements)) != len(self.elements):
-            raise ValueError(f"elements must be non-empty and unique, got {self.elements}")
-        if self.e0s and len(self.e0s) != len(self.elements):
-            raise ValueError(f"e0s needs one value per element ({len(self.elements)}), got {len(self.e0s)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
-        checks = {
+        self._normalise_and_check({
             "channels": self.channels >= 1, "max_L": 0 <= self.max_L <= self.max_ell,
             "max_ell": 0 <= self.max_ell <= 4, "correlation": 1 <= self.correlation <= 4,
-            "r_cut": self.r_cut > 0, "num_interactions": self.num_interactions >= 1,
+            "num_interactions": self.num_interactions >= 1,
             "num_bessel": self.num_bessel >= 1, "cutoff_p": self.cutoff_p >= 2,
-            "readout_mlp": self.readout_mlp >= 1, "ensemble_size": self.ensemble_size >= 1, "avg_num_neighbors": self.avg_num_neighbors > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid MACE hyperparameters: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, object]) -> "MACEConfig":
-        """Build from a plain dict; unknown keys are an error that lists the valid ones."""
-        valid = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ValueError(f"unknown MACE config keys {unknown}; valid keys: {sorted(valid)}")
-        return cls(**values)  # type: ignore[arg-type]
-
-    def to_dict(self) -> Dict[str, object]:
-        d = asdict(self)
-        d["elements"] = list(self.elements)
-        d["radial_mlp"] = list(self.radial_mlp)
-        d["e0s"] = list(self.e0s)
-        return d
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Scoped default dtype for construction only, restored on exit.
-
-    e3nn computes its Clebsch-Gordan constants in the default dtype when a module is built;
-    building a float64 model under float32 and casting afterwards would leave those constants
-    rounded to 1e-7 and break float64 equivariance. Nothing outside the constructor sees it.
-    """
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+            "readout_mlp": self.readout_mlp >= 1, "avg_num_neighbors": self.avg_num_neighbors > 0,
+        })
 
 
 def _hidden_irreps(channels: int, max_L: int) -> List[Tuple[int, int, int]]:
@@ -294,7 +252,7 @@ class ProductBlock(nn.Module):
         return b
 
 
-class MACE(nn.Module):
+class MACE(EnergyModel):
     """The MACE energy model: graph pieces in, per-atom energies out (no derivatives here; the
     :class:`mlff.models.potential.Potential` wrapper adds forces and stress).
 
@@ -305,20 +263,9 @@ class MACE(nn.Module):
     (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors.
     """
 
-    def __init__(self, config: MACEConfig) -> None:
-        super().__init__()
-        self.config = config
-        dtype = DTYPES[config.dtype]
-        with _default_dtype(dtype):
-            self._build(config)
-        self.to(dtype)
-
     def _build(self, c: MACEConfig) -> None:
         num_species = len(c.elements)
         members = c.ensemble_size
-        self.num_species = num_species
-        self.num_members = members
-        self.r_cut = float(c.r_cut)
         self.embedding = nn.Embedding(num_species, members * c.channels)
         irreps_sh = o3.Irreps.spherical_harmonics(c.max_ell)
         self.spherical_harmonics = o3.SphericalHarmonics(
@@ -349,10 +296,6 @@ class MACE(nn.Module):
             else:
                 self.readouts.append(GroupedLinear(c.channels, 1, members))
             irreps_in = irreps_out
-        e0 = torch.tensor(c.e0s if c.e0s else [0.0] * num_species, dtype=torch.float64)
-        self.register_buffer("e0s", e0)
-        self.scale = float(c.scale)
-        self.shift = float(c.shift)
         self.channels = c.channels
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
@@ -368,4 +311,4 @@ class MACE(nn.Module):
             a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot)
             node_feats = product(a, node_feats, onehot, species)
             readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
-        return self.e0s[species].unsqueeze(1) + self.scale * readout.t().to(torch.float64) + self.shift
+        return self.atomic_energies(species, readout)

@@ -7,9 +7,11 @@ from typing import Dict, Tuple, Type
 from torch import nn
 
 from mlff.models.mace import MACE, MACEConfig
+from mlff.models.tensornet import TensorNet, TensorNetConfig
 
 MODELS: Dict[str, Tuple[type, Type[nn.Module]]] = {
     "mace": (MACEConfig, MACE),
+    "tensornet": (TensorNetConfig, TensorNet),
 }
 
 

@@ -182,3 +182,18 @@ def irreps_offsets(irreps: Irreps) -> List[int]:
         offsets.append(total)
         total += mul * (2 * l + 1)
     return offsets
+
+
+class GroupedLayerNorm(nn.Module):
+    """Per-member layer normalisation over the last axis, ``[M, R, F] -> [M, R, F]``, with
+    per-member affine weight and bias ``[M, 1, F]`` (initialised to 1 and 0)."""
+
+    def __init__(self, size: int, members: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, size))
+        self.bias = nn.Parameter(torch.zeros(members, 1, size))
+        self.size = int(size)
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.layer_norm(x, [self.size], None, None, self.eps) * self.weight + self.bias

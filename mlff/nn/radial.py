@@ -74,3 +74,41 @@ class ScaledSiLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.silu(x) * self.factor
+
+
+class CosineCutoff(nn.Module):
+    """``0.5 (cos(pi r / r_cut) + 1)`` for r < r_cut, else 0 (value and slope vanish at r_cut).
+
+    Shapes: ``r`` ``[..., 1]`` (A) -> ``[..., 1]``.
+    """
+
+    def __init__(self, r_cut: float) -> None:
+        super().__init__()
+        self.r_cut = float(r_cut)
+
+    def forward(self, r: Tensor) -> Tensor:
+        return 0.5 * (torch.cos(r * (math.pi / self.r_cut)) + 1.0) * (r < self.r_cut).to(r.dtype)
+
+
+class ExpNormalBasis(nn.Module):
+    """Exponential-normal radial functions (PhysNet; TensorNet's default), times the cosine
+    cutoff: ``f_k(r) = c(r) exp(-beta (exp(-alpha r) - mu_k)^2)`` with ``alpha = 5 / r_cut``,
+    centres ``mu_k`` evenly spaced over the range of ``exp(-alpha r)``, ``[exp(-5), 1]``, and
+    ``beta = (2 (1 - exp(-5)) / num_basis)^-2``.
+
+    Shapes: ``r`` ``[..., 1]`` (A) -> ``[..., num_basis]``.
+    """
+
+    def __init__(self, r_cut: float, num_basis: int = 32) -> None:
+        super().__init__()
+        if num_basis < 1:
+            raise ValueError(f"num_basis must be >= 1, got {num_basis}")
+        self.alpha = 5.0 / float(r_cut)
+        low = math.exp(-5.0)
+        self.register_buffer("centres", torch.linspace(low, 1.0, num_basis, dtype=torch.get_default_dtype()))
+        self.beta = (2.0 * (1.0 - low) / num_basis) ** -2
+        self.cutoff = CosineCutoff(r_cut)
+
+    def forward(self, r: Tensor) -> Tensor:
+        x = torch.exp(-self.alpha * r) - self.centres.to(r.dtype)
+        return self.cutoff(r) * torch.exp(-self.beta * x * x)

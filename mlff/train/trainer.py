@@ -31,7 +31,7 @@ from mlff.dtypes import parse_dtype
 from mlff.data.dataset import DataKeys, GraphDataset, random_split
 from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
-from mlff.models.registry import build_model
+from mlff.models.registry import MODELS, build_model
 from mlff.train.finetune import elements_with, extend_elements, prepare_finetune
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -92,7 +92,11 @@ class Trainer:
                 atomic_write_text(self.out / "finetune.json", json.dumps(report, indent=1))
             self.potential.train()
         else:
-            model_cfg.update(self._statistics(model_cfg, elements, r_cut))
+            # only the statistics this model type has fields for (TensorNet has no neighbour
+            # normalisation, for example)
+            fields = MODELS[model_type][0].__dataclass_fields__ if model_type in MODELS else {}
+            model_cfg.update({k: v for k, v in self._statistics(model_cfg, elements, r_cut).items()
+                              if k in fields})
             self.potential = Potential(build_model(model_type, model_cfg))
         self.potential.to(config.device)
         if self.world > 1:

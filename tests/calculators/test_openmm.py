@@ -37,6 +37,12 @@ def ensemble(small_potential):
     return small_potential(ensemble_size=3)
 
 
+@pytest.fixture(scope="module", params=["mace", "tensornet"])
+def any_model(small_potential, request):
+    """Each model type: the OpenMM adapters have no per-model code."""
+    return small_potential(model_type=request.param)
+
+
 def periodic_atoms():
     return water_box(11, n_molecules=5, cell=OPENMM_CELL)
 
@@ -83,7 +89,8 @@ def assert_same(energy, forces, ref_energy, ref_forces, rtol=1e-6):
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize("periodic", [False, True], ids=["molecule", "periodic"])
-def test_torch_force_matches_ase(potential, platform, periodic):
+def test_torch_force_matches_ase(any_model, platform, periodic):
+    potential = any_model
     atoms = periodic_atoms() if periodic else rattled()
     system = bare_system(atoms, periodic)
     system.addForce(make_torch_force(potential, atoms, periodic=periodic))
@@ -93,7 +100,8 @@ def test_torch_force_matches_ase(potential, platform, periodic):
 
 
 @pytest.mark.parametrize("periodic", [False, True], ids=["molecule", "periodic"])
-def test_python_force_matches_torch_force(potential, periodic):
+def test_python_force_matches_torch_force(any_model, periodic):
+    potential = any_model
     atoms = periodic_atoms() if periodic else rattled()
     box = atoms.cell.array if periodic else None
     results = []

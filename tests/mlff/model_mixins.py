@@ -24,6 +24,8 @@ from mlff.models.potential import Potential
 ELEMENTS = [1, 6, 8]
 #: factory options every model test starts from
 MODEL_OPTIONS: Dict[str, object] = dict(elements=tuple(ELEMENTS), correlation=3)
+#: the same for TensorNet
+TENSORNET_OPTIONS: Dict[str, object] = dict(elements=tuple(ELEMENTS), model_type="tensornet")
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-11)}
 
 
@@ -58,6 +60,8 @@ class ModelTests:
     #: factory options (besides ``dtype``) replacing :data:`MODEL_OPTIONS`: ``ensemble_size``,
     #: ``seed``, MACE config fields
     model_options: Dict[str, object] = {}
+    #: the options ``model_options`` add to (:data:`MODEL_OPTIONS`: MACE)
+    base_options: Dict[str, object] = MODEL_OPTIONS
 
     @pytest.fixture(autouse=True)
     def _factory(self, small_potential):
@@ -69,7 +73,7 @@ class ModelTests:
 
     def potential(self, dtype=torch.float64) -> Potential:
         """A fresh small model in ``dtype``, in training mode (outputs keep their graph)."""
-        options = {**MODEL_OPTIONS, **self.model_options}
+        options = {**self.base_options, **self.model_options}
         return self._small_potential(dtype=dtype, **options).train()
 
     # --- symmetry -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ radial MLP's reordered weights are a pure column permutation."""
 import pytest
 import torch
 
-from mlff.models.mace import _default_dtype
+from mlff.models.base import default_dtype as _default_dtype
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedMLP
 

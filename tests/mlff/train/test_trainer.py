@@ -227,3 +227,19 @@ def test_stage_two_switches_weights_and_lr_and_resume_accepts_budget_changes(sma
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="optim.lr changed"):
         Trainer(TrainConfig.from_yaml(str(path)), progress=False).resume()
+
+
+def test_tensornet_ensemble_trains_through_the_same_trainer(small_data, tmp_path):
+    """model: {type: tensornet} needs no special case: statistics it has fields for are filled
+    (E0s, scale, shift; no neighbour normalisation), the loss falls, the file loads."""
+    cfg = yaml.safe_load(write_config(tmp_path / "t.yaml", small_data, tmp_path / "run").read_text())
+    cfg["model"] = {"type": "tensornet", "channels": 8, "num_layers": 1, "num_rbf": 8, "r_cut": 4.0,
+                    "ensemble_size": 2}
+    trainer = Trainer(TrainConfig.from_dict(cfg), progress=False)
+    before, _ = trainer.validate()
+    summary = trainer.train()
+    assert summary["best_valid_loss"] < before
+    model = load_model(tmp_path / "run" / "best_model.pt")
+    config = model.model.config
+    assert type(config).__name__ == "TensorNetConfig" and model.num_members == 2
+    assert config.e0s[0] == pytest.approx(-10.7072, abs=1e-3) and config.scale > 0.1

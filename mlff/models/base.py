@@ -1,0 +1,106 @@
+"""What every mlff energy model shares: config validation and (de)serialisation, construction
+under the model's dtype, and the per-atom energy ``E0[Z] + scale * readout + shift``.
+
+A model type is a frozen config dataclass (:class:`ModelConfig` helpers) plus an
+:class:`EnergyModel` subclass that implements ``_build(config)`` and ``forward(species [N],
+edge_index [2, E], vectors [M, E, 3]) -> energies [N, M]`` (eV, float64), registered in
+:mod:`mlff.models.registry`. The Potential wrapper, ensembles, training, model files and the
+calculators rely on nothing else.
+"""
+
+import contextlib
+from dataclasses import asdict
+from typing import Dict, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mlff.dtypes import DTYPES
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Scoped default dtype for construction only, restored on exit.
+
+    e3nn computes its Clebsch-Gordan constants in the default dtype when a module is built;
+    building a float64 model under float32 and casting afterwards would leave those constants
+    rounded to 1e-7 and break float64 equivariance. Nothing outside the constructor sees it.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class ModelConfig:
+    """Mixin of the frozen model config dataclasses: the fields every model has (``elements``,
+    ``e0s``, ``dtype``, ``ensemble_size``) validated, and dict round trips that name unknown
+    keys. Subclasses set ``model_name`` and ``tuple_fields`` (fields stored as tuples)."""
+
+    model_name = "model"
+    tuple_fields: Sequence[str] = ("elements", "e0s")
+
+    def _normalise_and_check(self, checks: Dict[str, bool]) -> None:
+        """Tuples of plain numbers for ``tuple_fields``; the common checks plus ``checks``
+        (field name -> valid), raising one ValueError that names every invalid field."""
+        for name in self.tuple_fields:
+            cast = int if name == "elements" else (float if name == "e0s" else int)
+            object.__setattr__(self, name, tuple(cast(x) for x in getattr(self, name)))
+        elements, e0s = getattr(self, "elements"), getattr(self, "e0s")
+        if len(elements) == 0 or len(set(elements)) != len(elements):
+            raise ValueError(f"elements must be non-empty and unique, got {elements}")
+        if e0s and len(e0s) != len(elements):
+            raise ValueError(f"e0s needs one value per element ({len(elements)}), got {len(e0s)}")
+        if getattr(self, "dtype") not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {getattr(self, 'dtype')!r}")
+        checks = {"ensemble_size": getattr(self, "ensemble_size") >= 1, "r_cut": getattr(self, "r_cut") > 0,
+                  **checks}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid {self.model_name} hyperparameters: "
+                             f"{', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, object]):
+        """Build from a plain dict; unknown keys are an error that lists the valid ones."""
+        valid = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown {cls.model_name} config keys {unknown}; valid keys: {sorted(valid)}")
+        return cls(**values)  # type: ignore[call-arg]
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)  # type: ignore[call-overload]
+        for name in self.tuple_fields:
+            d[name] = list(getattr(self, name))
+        return d
+
+
+class EnergyModel(nn.Module):
+    """Base of the energy models: builds ``_build(config)`` under the config's dtype, keeps the
+    attributes the Potential reads (``config``, ``num_species``, ``num_members``, ``r_cut``) and
+    the per-atom energy offsets (``e0s`` buffer, ``scale``, ``shift``)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        dtype = DTYPES[config.dtype]
+        self.num_species = len(config.elements)
+        self.num_members = int(config.ensemble_size)
+        self.r_cut = float(config.r_cut)
+        with default_dtype(dtype):
+            self._build(config)
+        e0 = torch.tensor(config.e0s if config.e0s else [0.0] * self.num_species, dtype=torch.float64)
+        self.register_buffer("e0s", e0)
+        self.scale = float(config.scale)
+        self.shift = float(config.shift)
+        self.to(dtype)  # the e0s too (float32 models keep float32 offsets, as they always have)
+
+    def _build(self, config) -> None:
+        raise NotImplementedError
+
+    def atomic_energies(self, species: Tensor, readout: Tensor) -> Tensor:
+        """``E0[Z_i] + scale * readout + shift``: readout ``[M, N]`` -> ``[N, M]`` (eV, float64)."""
+        return self.e0s[species].unsqueeze(1) + self.scale * readout.t().to(torch.float64) + self.shift

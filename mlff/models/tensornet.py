@@ -1,0 +1,241 @@
+"""TensorNet: O(3)-equivariant message passing on rank-2 Cartesian tensors (Simeon & De
+Fabritiis 2023, arXiv 2306.06482), written for mlff's member-batched layout.
+
+Every atom carries C channels of a 3x3 tensor ``X = I + A + S`` (isotropic, antisymmetric,
+symmetric traceless), stored by its 9 coefficients in an orthonormal basis
+(:mod:`mlff.nn.cartesian`). Shapes: M members, N atoms, E edges, K radial functions.
+
+1. embedding: per edge, radial weights ``[E, 3, C]`` (a linear map of the exp-normal basis, times
+   the cosine cutoff and a species-pair embedding) scale the identity, the skew matrix of the
+   unit edge vector and its traceless outer product; the sum over neighbours is ``X``. Its
+   Frobenius norm, layer-normalised, gates the I, A and S parts after a channel-mixing linear.
+2. interaction (``num_layers`` times): ``X / (|X|^2 + 1)``; channel linears on I, A, S give
+   ``Y``; messages ``sum_j f_I(r_ij) I_j + f_A A_j + f_S S_j`` (radial MLP ``[E, 3, C]``) give
+   ``M``; ``Y M + M Y`` (O(3): unchanged under inversion), re-decomposed, normalised and mixed
+   again gives ``dX``; ``X <- X + dX + dX dX``.
+3. readout: squared norms of I, A and S ``[N, 3C]`` -> layer norm -> linear + activation -> MLP.
+
+Atomic energy: ``E_i = E0[Z_i] + scale * readout(i) + shift``.
+
+Cost notes (why this is not a transcription of the paper's equations): the species-pair
+embedding is a linear map of two species embeddings, so it is evaluated on the S x S species
+pairs and gathered per edge instead of per edge on 2C inputs; the parts are kept as 9
+coefficients, so channel linears cost 9 C^2 per atom rather than 27 C^2 on full matrices, and
+each message pass is one gather and one scatter of ``[E, 9, C]``.
+"""
+
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from mlff.defaults import DEFAULT_R_CUT
+from mlff.models.base import EnergyModel, ModelConfig
+from mlff.nn import cartesian
+from mlff.nn.linear import GroupedLayerNorm, GroupedLinear
+from mlff.nn.radial import BesselBasis, CosineCutoff, ExpNormalBasis
+
+ACTIVATIONS = ("silu", "tanh")
+RADIAL_BASES = ("expnorm", "bessel")
+
+
+@dataclass(frozen=True)
+class TensorNetConfig(ModelConfig):
+    """Hyperparameters of :class:`TensorNet` (validated on creation).
+
+    Attributes:
+        elements: atomic numbers the model knows, in species-index order.
+        channels: tensor channels C (hidden size).
+        num_layers: interaction layers (0: the embedding alone).
+        num_rbf: radial basis functions K.
+        radial_basis: ``expnorm`` (exp-normal, TensorNet's) or ``bessel``; either times the
+            cosine cutoff.
+        r_cut: cutoff radius (A).
+        activation: ``silu`` or ``tanh``.
+        e0s: isolated-atom energies (eV), one per element.
+        scale: energy scale of the readout (eV); shift: per-atom energy shift (eV).
+        dtype: "float32" or "float64".
+        ensemble_size: number of independent members M evaluated together (1: a single model).
+    """
+
+    elements: Tuple[int, ...]
+    channels: int = 128
+    num_layers: int = 2
+    num_rbf: int = 32
+    radial_basis: str = "expnorm"
+    r_cut: float = DEFAULT_R_CUT
+    activation: str = "silu"
+    e0s: Tuple[float, ...] = ()
+    scale: float = 1.0
+    shift: float = 0.0
+    dtype: str = "float64"
+    ensemble_size: int = 1
+
+    model_name = "TensorNet"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
+        if self.radial_basis not in RADIAL_BASES:
+            raise ValueError(f"radial_basis must be one of {list(RADIAL_BASES)}, got {self.radial_basis!r}")
+        self._normalise_and_check({"channels": self.channels >= 2, "num_layers": self.num_layers >= 0,
+                                   "num_rbf": self.num_rbf >= 1})
+
+
+class Activation(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.tanh = name == "tanh"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x) if self.tanh else torch.nn.functional.silu(x)
+
+
+class PartLinears(nn.Module):
+    """Channel mixing of the I, A and S parts by three separate (bias-free) per-member linears,
+    ``[M, N, 9, C] -> [M, N, 9, C]`` (equivariant: each acts on channels only)."""
+
+    starts: List[int]
+    widths: List[int]
+
+    def __init__(self, channels: int, members: int) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList([GroupedLinear(channels, channels, members) for _ in range(3)])
+        self.starts = [a for a, _ in cartesian.PART_SLICES]
+        self.widths = [b - a for a, b in cartesian.PART_SLICES]
+
+    def forward(self, x: Tensor) -> Tensor:
+        m, n, c = x.shape[0], x.shape[1], x.shape[3]
+        parts: List[Tensor] = []
+        for k, linear in enumerate(self.linears):
+            w = self.widths[k]
+            part = x.narrow(2, self.starts[k], w).reshape(m, n * w, c)
+            parts.append(linear(part).view(m, n, w, c))
+        return torch.cat(parts, dim=2)
+
+
+class TensorEmbedding(nn.Module):
+    """Species + edges -> initial node tensors ``X`` ``[M, N, 9, C]``."""
+
+    def __init__(self, channels: int, num_rbf: int, num_species: int, members: int, act: str) -> None:
+        super().__init__()
+        self.species = nn.Embedding(num_species, members * channels)
+        self.pair = GroupedLinear(2 * channels, channels, members, bias=True)
+        self.distance = GroupedLinear(num_rbf, 3 * channels, members, bias=True)
+        self.norm = GroupedLayerNorm(channels, members)
+        self.parts = PartLinears(channels, members)
+        self.gate = nn.ModuleList([GroupedLinear(channels, 2 * channels, members, bias=True),
+                                   GroupedLinear(2 * channels, 3 * channels, members, bias=True)])
+        self.act = Activation(act)
+        self.num_species = num_species
+        self.members = members
+        self.channels = channels
+        self.register_buffer("part_index", torch.tensor(cartesian.PART_OF_COEFFICIENT), persistent=False)
+
+    def pair_table(self) -> Tensor:
+        """``[M, S*S, C]``: the pair embedding of (sender species, receiver species)."""
+        s, m, c = self.num_species, self.members, self.channels
+        emb = self.species.weight.view(s, m, c).transpose(0, 1)  # [M, S, C]
+        send = emb.unsqueeze(2).expand(m, s, s, c)
+        recv = emb.unsqueeze(1).expand(m, s, s, c)
+        return self.pair(torch.cat([send, recv], dim=3).reshape(m, s * s, 2 * c))
+
+    def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
+                edge_coeffs: Tensor) -> Tensor:
+        """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``."""
+        sender, receiver = edge_index[0], edge_index[1]
+        m, n_edges, c = rbf.shape[0], rbf.shape[1], self.channels
+        n = species.shape[0]
+        pair_id = species.index_select(0, sender) * self.num_species + species.index_select(0, receiver)
+        z = self.pair_table().index_select(1, pair_id)  # [M, E, C]
+        w = self.distance(rbf).view(m, n_edges, 3, c) * (cut * z).unsqueeze(2)  # [M, E, 3, C]
+        t = w.index_select(2, self.part_index) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
+        x = torch.zeros(m, n, 9, c, dtype=rbf.dtype, device=rbf.device).index_add_(1, receiver, t)
+        norm = self.norm((x * x).sum(2))  # [M, N, C]
+        for linear in self.gate:
+            norm = self.act(linear(norm))
+        gate = norm.view(m, n, 3, c).index_select(2, self.part_index)  # [M, N, 9, C]
+        return self.parts(x) * gate
+
+
+class Interaction(nn.Module):
+    """One TensorNet layer, ``X [M, N, 9, C] -> X [M, N, 9, C]``."""
+
+    def __init__(self, channels: int, num_rbf: int, members: int, act: str) -> None:
+        super().__init__()
+        self.radial = nn.ModuleList([
+            GroupedLinear(num_rbf, channels, members, bias=True),
+            GroupedLinear(channels, 2 * channels, members, bias=True),
+            GroupedLinear(2 * channels, 3 * channels, members, bias=True)])
+        self.before = PartLinears(channels, members)
+        self.after = PartLinears(channels, members)
+        self.act = Activation(act)
+        self.channels = channels
+        self.register_buffer("part_index", torch.tensor(cartesian.PART_OF_COEFFICIENT), persistent=False)
+        self.register_buffer("basis", cartesian.basis(torch.get_default_dtype()).reshape(9, 9),
+                             persistent=False)
+
+    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor) -> Tensor:
+        sender, receiver = edge_index[0], edge_index[1]
+        m, n, c = x.shape[0], x.shape[1], self.channels
+        n_edges = rbf.shape[1]
+        f = rbf
+        for linear in self.radial:
+            f = self.act(linear(f))
+        f = (f * cut).view(m, n_edges, 3, c).index_select(2, self.part_index)  # [M, E, 9, C]
+        x = x / ((x * x).sum(2, keepdim=True) + 1.0)
+        y = self.before(x)
+        messages = torch.zeros_like(y).index_add_(1, receiver, y.index_select(1, sender) * f)
+        basis = self.basis.to(x.dtype)
+        y_mat = cartesian.to_matrix(y.view(m * n, 9, c), basis)
+        msg_mat = cartesian.to_matrix(messages.view(m * n, 9, c), basis)
+        p = cartesian.from_matrix(cartesian.matmul(y_mat, msg_mat) + cartesian.matmul(msg_mat, y_mat),
+                                  basis).view(m, n, 9, c)
+        p = p / ((p * p).sum(2, keepdim=True) + 1.0)
+        dx = self.after(p)
+        dx_mat = cartesian.to_matrix(dx.view(m * n, 9, c), basis)
+        return x + dx + cartesian.from_matrix(cartesian.matmul(dx_mat, dx_mat), basis).view(m, n, 9, c)
+
+
+class TensorNet(EnergyModel):
+    """The TensorNet energy model (derivatives in :class:`mlff.models.potential.Potential`).
+
+    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A)) -> energies [N, M]
+    (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors.
+    """
+
+    def _build(self, c: TensorNetConfig) -> None:
+        s = len(c.elements)
+        m = c.ensemble_size
+        self.channels = c.channels
+        # exp-normal carries its cosine cutoff; the Bessel basis gets it in forward
+        self.radial_basis = (ExpNormalBasis(c.r_cut, c.num_rbf) if c.radial_basis == "expnorm"
+                             else BesselBasis(c.r_cut, c.num_rbf))
+        self.bessel = c.radial_basis == "bessel"
+        self.cutoff = CosineCutoff(c.r_cut)
+        self.embedding = TensorEmbedding(c.channels, c.num_rbf, s, m, c.activation)
+        self.layers = nn.ModuleList([Interaction(c.channels, c.num_rbf, m, c.activation)
+                                     for _ in range(c.num_layers)])
+        self.out_norm = GroupedLayerNorm(3 * c.channels, m)
+        self.out_linear = GroupedLinear(3 * c.channels, c.channels, m, bias=True)
+        self.head_hidden = GroupedLinear(c.channels, c.channels // 2, m, bias=True)
+        self.head_out = GroupedLinear(c.channels // 2, 1, m, bias=True)
+        self.act = Activation(c.activation)
+
+    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
+        m, n = vectors.shape[0], species.shape[0]
+        lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
+        cut = self.cutoff(lengths)
+        rbf = self.radial_basis(lengths)
+        if self.bessel:
+            rbf = rbf * cut
+        edge_coeffs = cartesian.edge_coefficients(vectors / lengths)  # [M, E, 9]
+        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs)
+        for layer in self.layers:
+            x = layer(x, edge_index, rbf, cut)
+        h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
+        h = self.act(self.out_linear(self.out_norm(h)))
+        out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]
+        return self.atomic_energies(species, out)
