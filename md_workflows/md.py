@@ -78,14 +78,26 @@ def run_md(cfg: MDConfig, resume: bool = False) -> MDResult:
     Raises:
         FileExistsError: ``cfg.out`` already holds a run and ``resume`` is False.
         FileNotFoundError: ``resume`` without a checkpoint in ``cfg.out``.
+        OutputError: ``cfg.out`` cannot be written (checked before anything is built).
+        InputError: an empty or unreadable structure file.
+        CheckpointError: ``resume`` from a damaged checkpoint.
         ValueError: bad options (UQ levels with a single model, npt without a cell, ...).
     """
+    from mlff.atomic import check_writable, removed_if_left_empty
+
+    check_writable(cfg.out, "MD output folder")
+    with removed_if_left_empty(cfg.out):  # a run that fails before its first frame leaves no folder
+        return _run(cfg, resume)
+
+
+def _run(cfg: MDConfig, resume: bool) -> MDResult:
+    """:func:`run_md` once the output folder is known to be writable."""
     import mdtraj
     from tqdm.auto import tqdm
 
+    out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    out = Path(cfg.out)
     atoms, topology = load_structure(cfg.structure)
     n_atoms = len(atoms)
     folder = RunFolder(out, n_atoms, bool(np.all(atoms.pbc)), cfg.write_extxyz)
@@ -94,6 +106,11 @@ def run_md(cfg: MDConfig, resume: bool = False) -> MDResult:
     if not resume and folder.holds_run():
         raise FileExistsError(f"{out} already holds a run; continue it with --resume or choose "
                               "another --out")
+    if resume:  # read (and check) the checkpoint before the model is built
+        arrays, meta = folder.load_checkpoint()
+        if meta["n_atoms"] != n_atoms or meta["engine"] != cfg.engine:
+            raise ValueError(f"checkpoint in {out} is for {meta['n_atoms']} atoms with engine "
+                             f"{meta['engine']}; resume with the same structure and engine")
     monitor = UQMonitor(cfg.uq_warn, cfg.uq_stop, out / "uncertain_frames.extxyz", atoms.numbers)
     engine: Engine = make_engine(cfg, atoms, topology, monitor)  # builds the model once
     if (cfg.uq_warn is not None or cfg.uq_stop is not None) and engine.num_members < 2:
@@ -103,10 +120,6 @@ def run_md(cfg: MDConfig, resume: bool = False) -> MDResult:
 
     n_frames = 0
     if resume:
-        arrays, meta = folder.load_checkpoint()
-        if meta["n_atoms"] != n_atoms or meta["engine"] != cfg.engine:
-            raise ValueError(f"checkpoint in {out} is for {meta['n_atoms']} atoms with engine "
-                             f"{meta['engine']}; resume with the same structure and engine")
         engine.restore(arrays, meta["step"])
         n_frames = int(meta["n_frames"])
         folder.truncate(n_frames, meta["step"])

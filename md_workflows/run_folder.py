@@ -117,10 +117,27 @@ class RunFolder:
         atomic_savez(self.checkpoint, **arrays)
 
     def load_checkpoint(self) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
-        """``(arrays, meta)`` of ``checkpoint.npz``."""
-        with np.load(self.checkpoint) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        """``(arrays, meta)`` of ``checkpoint.npz``.
+
+        Raises:
+            CheckpointError: the file is truncated or damaged (``BadZipFile``, ``EOFError``, a
+                missing or unreadable ``meta``), with the fix.
+        """
+        from mlff.errors import CheckpointError
+        from mlff.structure_files import first_line
+
+        try:
+            with np.load(self.checkpoint) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+            missing = [k for k in ("step", "n_frames", "n_atoms", "engine") if k not in meta]
+            if missing:
+                raise KeyError(f"meta has no {missing}")
+        except Exception as exc:  # zipfile, numpy and json errors of a damaged file
+            raise CheckpointError(
+                f"the checkpoint {self.checkpoint} is damaged and cannot be resumed from "
+                f"({first_line(exc)}); start the run again without --resume into a new --out "
+                f"(or move {self.out} away)") from exc
         return arrays, meta
 
     def truncate(self, n_frames: int, step: int) -> None:

@@ -39,18 +39,24 @@ def load_structure(path: str) -> Tuple["ase.Atoms", "openmm.app.Topology"]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        InputError: an empty or unreadable file, or one without atoms.
     """
-    import ase.io
     import openmm.app as app
 
+    from mlff.errors import InputError
+    from mlff.structure_files import first_line, read_structures
+
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"structure file {path} does not exist")
     if p.suffix.lower() == ".pdb":
-        topology = app.PDBFile(str(p)).topology
-        atoms = ase.io.read(str(p), format="proteindatabank")
+        atoms = read_structures(p, index="-1", format="proteindatabank")[0]
+        try:
+            topology = app.PDBFile(str(p)).topology
+        except Exception as exc:  # OpenMM's parser: IndexError, ValueError, KeyError, ...
+            raise InputError(f"structure file {path} cannot be read as a PDB file by OpenMM "
+                             f"({first_line(exc)}); check its ATOM/HETATM and CONECT records"
+                             ) from exc
     else:
-        atoms = ase.io.read(str(p))
+        atoms = read_structures(p, index="-1")[0]
         topology = app.Topology()
         res = topology.addResidue("MOL", topology.addChain())
         for k, z in enumerate(atoms.numbers):

@@ -15,6 +15,62 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Check, before any work, that ``folder`` can be created (or already exists) and written,
+    without creating it: a temporary file is made and removed in its nearest existing ancestor.
+
+    Raises:
+        OutputError: ``folder`` (or an ancestor) is a file, or the location is not writable;
+            the message names the path, the reason and the fix.
+    """
+    import tempfile
+
+    from mlff.errors import OutputError
+
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    fix = "choose another location or fix its permissions"
+    if not existing.is_dir():
+        raise OutputError(f"cannot write the {what} {folder}: {existing} is a file, not a folder; "
+                          f"{fix}")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".mlff-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} {folder}: {existing} is not writable "
+                          f"({exc.strerror or exc}); {fix}") from None
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | os.PathLike, ignore: Sequence[str] = ()) -> Iterator[Path]:
+    """Run a block that may create ``folder``: if the block fails, the folders it created on the
+    way (``folder`` and missing parents) are removed again when they hold nothing but files
+    named in ``ignore`` (removed with them), so a failed run leaves no empty output folder
+    behind. ``folder`` itself is not created here."""
+    folder = Path(folder).absolute()
+    created = []
+    missing = folder
+    while not missing.exists():
+        created.append(missing)
+        missing = missing.parent
+    try:
+        yield folder
+    except BaseException:
+        for d in created:  # deepest first
+            try:
+                if not set(os.listdir(d)) <= set(ignore):
+                    break
+                for name in os.listdir(d):
+                    os.unlink(d / name)
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp.{os.getpid()}")
 

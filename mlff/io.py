@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Type, Union
 
 import torch
 
 from mlff.atomic import atomic_path
 from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
-from mlff.errors import ModelFileError
+from mlff.errors import MLFFError, ModelFileError
 from mlff.model_migrations import MIGRATIONS
+from mlff.structure_files import first_line
 from mlff.models.potential import Potential
 from mlff.models.registry import build_model, model_type_of
 
@@ -75,18 +76,7 @@ def load_model_with_metadata(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelFileError(
-            f"{path} cannot be read as an mlff model file (a torch file of plain data): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path} is not an mlff model file (no 'format: {FORMAT}' entry); model files are "
-            "written by `mlff train` or mlff.io.save_model"
-        )
+    data = _read_file(path, device)
     version = int(data.get("version", 0))
     if version > VERSION:
         raise ModelFileError(
@@ -101,7 +91,7 @@ def load_model_with_metadata(
             )
         try:
             data = MIGRATIONS[version](data)
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             if isinstance(exc, ModelFileError):
                 raise ModelFileError(f"{path}: {exc}") from exc
             raise ModelFileError(
@@ -109,11 +99,75 @@ def load_model_with_metadata(
                 f"{exc}); the file is damaged or was not written by a released mlff"
             ) from exc
         version = int(data["version"])
-    model = build_model(data["model_type"], data["config"])
-    model.load_state_dict(data["state_dict"], strict=True)
+    try:
+        model = build_model(data["model_type"], data["config"])
+        model.load_state_dict(data["state_dict"], strict=True)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelFileError(
+            f"{path}: its config and weights do not make a {data.get('model_type')!r} model "
+            f"({first_line(exc)}); the file is damaged or was not written by mlff: {_MODEL_FIX}"
+        ) from exc
     potential = Potential(model, std_scale=float(data.get("std_scale", 1.0))).to(device)
     potential.eval()
     return potential, dict(data.get("metadata", {}))
+
+
+#: The first bytes of every torch.save file (a zip archive).
+_ZIP_MAGIC = b"PK\x03\x04"
+#: What a message about a bad model file suggests.
+_MODEL_FIX = "use a model file written by `mlff train`, `mlff import` or mlff.io.save_model"
+#: The entries every model file has, whatever its version.
+_REQUIRED = ("model_type", "config", "state_dict")
+
+
+def load_plain(path: Path, map_location: Optional[str], error: Type[MLFFError], what: str,
+               fix: str) -> object:
+    """``torch.load(path, weights_only=True)`` of a file mlff wrote (a model or checkpoint),
+    every failure turned into ``error`` with ``fix``: not a torch file (a text file named .pt,
+    ...), a truncated or damaged archive, or pickled Python objects (refused, never run, and never
+    a suggestion to load them anyway: such a file is not a trusted mlff file)."""
+    import pickle
+    import re
+    import zipfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:
+        raise error(f"{path} is not an mlff {what}: it is not a torch.save archive (it starts "
+                    f"with {head!r}); {fix}")
+    if not zipfile.is_zipfile(path):
+        raise error(f"{path} is truncated or damaged (its zip archive is incomplete); {fix}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # a global that is not plain data: refused, not run
+        names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+        named = f" (it names {names[0]})" if names else ""
+        raise error(
+            f"{path} cannot be read as an mlff {what}: it is not a trusted mlff {what}. It holds "
+            f"pickled Python objects{named}, which could run code when loaded, and mlff never "
+            f"loads those; its files hold only tensors and plain data; {fix}") from None
+    except Exception as exc:  # torch: RuntimeError (PytorchStreamReader), EOFError, ...
+        raise error(f"{path} is damaged and cannot be read as an mlff {what} "
+                    f"({first_line(exc)}); {fix}") from None
+
+
+def _read_file(path: Path, device: str = "cpu") -> Dict[str, object]:
+    """The dict in a model file, with its required entries (:func:`load_plain`).
+
+    Raises:
+        ModelFileError: not a torch file, truncated or damaged, pickled Python objects, or a
+            dict that is not an mlff model; each message says what to do instead.
+    """
+    data = load_plain(path, device, ModelFileError, "model file", _MODEL_FIX)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path} is not an mlff model file (no 'format: {FORMAT}' entry); {_MODEL_FIX}")
+    missing = [k for k in _REQUIRED if not isinstance(data.get(k), (str, dict))]
+    if missing:
+        raise ModelFileError(
+            f"{path} is damaged or was not written by mlff: it has no {missing} entry; "
+            f"{_MODEL_FIX}")
+    return data
 
 
 # --------------------------------------------------------------------------------------------

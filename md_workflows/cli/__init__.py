@@ -36,6 +36,7 @@ _FILE_ERROR_FIXES = (
     (FileNotFoundError, "check the path"),
     (FileExistsError, "remove it or choose another output path"),
     (IsADirectoryError, "give a file, not a directory"),
+    (NotADirectoryError, "a part of the path is a file, not a directory; check the path"),
     (PermissionError, "check its permissions or choose another location"),
 )
 

@@ -87,10 +87,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from mlff.atomic import atomic_write_extxyz
+    from mlff.atomic import atomic_write_extxyz, check_writable
     from mlff.data.label import make_calculator
     from mlff.data.sampling import load_molecule, random_displacement_frames, sample_molecule
 
+    check_writable(Path(args.output).parent, "output folder")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     settings = LabelSettings(method=args.method)
     frames = []

@@ -28,12 +28,14 @@ def add_import(sub: Subparsers) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     """Import ``args.input`` and write ``args.output`` (atomically)."""
+    from mlff.atomic import check_writable
     from mlff.io import save_model
     from mlff.io_import.mace_torch import import_mace
 
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    check_writable(out.parent, "output folder")
     potential, metadata = import_mace(args.input, dtype=args.dtype)
     save_model(potential, out, metadata=metadata)
     c = potential.model.config

@@ -27,18 +27,24 @@ def add_train(sub: Subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or resume, or finalize) the run of ``args.config``; print its summary."""
-    from mlff.train.distributed import run_training_parallel
+    """Train (or resume, or finalize) the run of ``args.config``; print its summary.
+
+    The output folder is checked for write access before anything is built, and a run that
+    fails before writing anything leaves no empty folder behind."""
+    from mlff.atomic import check_writable, removed_if_left_empty
+    from mlff.train.config import TrainConfig
+    from mlff.train.distributed import rank_world, run_training_parallel
     from mlff.train.trainer import run_training
 
-    if args.nproc > 1:
-        if args.finalize:
-            raise ValueError("--finalize runs in one process; drop --nproc")
-        run_training_parallel(args.config, args.nproc, resume=args.resume)
-        return 0
-    summary = run_training(args.config, resume=args.resume, finalize_only=args.finalize)
-    from mlff.train.distributed import rank_world
-
+    if args.nproc > 1 and args.finalize:
+        raise ValueError("--finalize runs in one process; drop --nproc")
+    out = TrainConfig.from_yaml(args.config).out  # validates the config first
+    check_writable(out, "training output folder")
+    with removed_if_left_empty(out):
+        if args.nproc > 1:
+            run_training_parallel(args.config, args.nproc, resume=args.resume)
+            return 0
+        summary = run_training(args.config, resume=args.resume, finalize_only=args.finalize)
     if rank_world()[0] == 0:  # under torchrun every rank gets here; rank 0 reports
         print(json.dumps(summary, default=str))
     return 0

@@ -64,11 +64,6 @@ def prepare_systems(config: HydrationConfig, out: Path):
     params = parametrize_ligand(config.smiles, name=config.name, forcefield=config.forcefield,
                                 cache_dir=Path(config.cache_dir) if config.cache_dir else None,
                                 seed=config.seed, molecule_file=config.molecule_file)
-    lig_dir = out / "ligand"
-    lig_dir.mkdir(parents=True, exist_ok=True)
-    for f in sorted(Path(params.directory).iterdir()):
-        if f.is_file():
-            shutil.copy2(f, lig_dir / f.name)
     legs = {}
     top, system, pos = solvated_system(params, box_edge_nm=config.box_edge_nm,
                                        nonbonded_cutoff_nm=config.nonbonded_cutoff_nm,
@@ -91,6 +86,11 @@ def prepare_systems(config: HydrationConfig, out: Path):
 
     plain = {"water": (system, nm(pos), box, solute), "vacuum": (system_v, nm(pos_v), None, solute_v),
              "numbers": [a.element.atomic_number for a in top_v.atoms()]}
+    lig_dir = out / "ligand"  # written once both systems are built: a failure leaves no files
+    lig_dir.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(params.directory).iterdir()):
+        if f.is_file():
+            shutil.copy2(f, lig_dir / f.name)
     return params, legs, plain
 
 
@@ -143,9 +143,14 @@ def combine(config: HydrationConfig, water: LegResult, vacuum: LegResult) -> dic
 
 
 def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) both legs, analyse them and write ``result.json``; returns the result."""
+    """Run (or resume) both legs, analyse them and write ``result.json``; returns the result.
+
+    ``out`` is checked for write access first; its first files (``config.json``, ``ligand/``)
+    are written once the molecule is parameterised and both Systems are built."""
+    from mlff.atomic import check_writable
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "free-energy output folder")
     saved = out / "config.json"
     if saved.exists() and any(out.glob("*/window_*/samples.npz")):
         # compare as JSON (tuples were saved as lists); keys added to mlff since the run was
@@ -170,8 +175,8 @@ def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool =
                         "cannot be extended)" if "production_ps" in changed else "")
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                                  f"use a new --out or the same settings to resume{hint}")
-    atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
     params, legs, plain = prepare_systems(config, out)
+    atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
     results = {}
     for name in ("vacuum", "water"):
         system, pos, box, states = legs[name]

@@ -139,14 +139,15 @@ def validate_frame(
 
 
 def read_frames(path: Union[str, Path], index: str = ":") -> List[Atoms]:
-    """Read frames with ase.io (format from the extension); a clear error if the file is absent."""
-    import ase.io
+    """Read frames with ase.io (format from the extension).
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    frames = ase.io.read(path, index=index)
-    return frames if isinstance(frames, list) else [frames]
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputError: an empty or unreadable file (:func:`mlff.structure_files.read_structures`).
+    """
+    from mlff.structure_files import read_structures
+
+    return read_structures(path, index, what="data file")
 
 
 def labelled_graph(

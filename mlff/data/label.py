@@ -135,6 +135,29 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_chunk(chunk: Path, marker: Path) -> List[Atoms]:
+    """The frames of a finished chunk (none when all its frames failed).
+
+    Raises:
+        CheckpointError: the chunk file or its marker is damaged, with the fix (delete both,
+            so that a rerun labels those frames again).
+    """
+    import ase.io
+
+    from mlff.errors import CheckpointError
+    from mlff.structure_files import first_line
+
+    try:
+        json.loads(marker.read_text())
+        if not chunk.exists() or chunk.stat().st_size == 0:
+            return []
+        return list(ase.io.read(chunk, index=":", format="extxyz"))
+    except Exception as exc:  # json, XYZError, ValueError, ... of a damaged file
+        raise CheckpointError(
+            f"the labelled chunk {chunk} is damaged ({first_line(exc)[:300]}); delete it and "
+            f"{marker.name}, then rerun the same command: those frames are labelled again") from exc
+
+
 @dataclass
 class LabelReport:
     """What :func:`label_file` did."""
@@ -169,10 +192,13 @@ def label_file(
 
     from tqdm.auto import tqdm
 
+    from mlff.atomic import check_writable
+    from mlff.errors import ResumeMismatchError
+    from mlff.structure_files import read_structures
+
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.exists():
-        raise FileNotFoundError(f"input file {input_path} does not exist")
-    frames = ase.io.read(input_path, index=":")
+    frames = read_structures(input_path, what="input file")
+    check_writable(output_path.parent, "output folder")
     n = len(frames)
     identity = {
         "input_sha256": _hash_file(input_path),
@@ -203,7 +229,7 @@ def label_file(
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old != identity:
-            raise RuntimeError(
+            raise ResumeMismatchError(
                 f"{partial} holds work for a different input or settings ({old['settings']}); "
                 "delete that folder to start over"
             )
@@ -214,6 +240,7 @@ def label_file(
     chunk_file: Dict[int, Path] = {s: partial / f"chunk_{s:08d}.extxyz" for s in starts}
     fail_file: Dict[int, Path] = {s: partial / f"chunk_{s:08d}.failed.json" for s in starts}
     todo = [s for s in starts if not fail_file[s].exists()]
+    done_chunks = {s: _read_chunk(chunk_file[s], fail_file[s]) for s in starts if s not in todo}
     n_skipped = n - sum(min(chunk_size, n - s) for s in todo)
     tasks = [(s, frames[s : s + chunk_size]) for s in todo]
 
@@ -247,8 +274,7 @@ def label_file(
     failures: List[Tuple[int, str]] = []
     for s in starts:
         failures += [tuple(x) for x in json.loads(fail_file[s].read_text())]
-        if chunk_file[s].exists() and chunk_file[s].stat().st_size > 0:
-            labelled += ase.io.read(chunk_file[s], index=":")
+        labelled += done_chunks[s] if s in done_chunks else _read_chunk(chunk_file[s], fail_file[s])
     for index, why in failures:
         logger.warning("frame %d of %s was not labelled: %s", index, input_path, why)
     atomic_write_extxyz(output_path, labelled)

@@ -40,11 +40,12 @@ def load_molecule(spec: str) -> List[Atoms]:
     """
     from ase.build import molecule
     from ase.collections import g2
-    import ase.io
+
+    from mlff.structure_files import read_structures
 
     path = Path(spec)
     if path.exists():
-        frames = ase.io.read(path, index=":")
+        frames = read_structures(path)
         for frame in frames:
             frame.info.setdefault(INFO_MOLECULE, path.stem)
         return list(frames)

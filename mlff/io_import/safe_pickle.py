@@ -196,7 +196,7 @@ class _Unpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"refusing to load: the pickle names the global {qualname!r}, which is not part of a "
             f"model (allowed: {', '.join(self.allowed)}, torch tensors and plain containers); "
-            "loading it with torch.load(weights_only=False) could run code from the file"
+            "the file is not a trusted model: an ordinary unpickler would run code from it"
         )
 
     def persistent_load(self, pid: Any) -> torch.Tensor:

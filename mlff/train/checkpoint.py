@@ -63,11 +63,24 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, object]) -> 
 
 def load_checkpoint(path: Union[str, os.PathLike], restore_rng: bool = True,
                     map_location: Optional[str] = "cpu") -> Dict[str, object]:
-    """Read a checkpoint (``weights_only=True``) and, by default, restore the RNG states."""
+    """Read a checkpoint (``weights_only=True``) and, by default, restore the RNG states.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        CheckpointError: a truncated or damaged file (or one holding pickled objects), with
+            the fix.
+    """
+    from mlff.errors import CheckpointError
+    from mlff.io import load_plain
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; nothing to resume from")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = load_plain(path, map_location, CheckpointError, "checkpoint",
+                       f"start again without --resume into a new 'out' (or move {path.parent} away)")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an mlff training checkpoint (it holds a "
+                              f"{type(state).__name__}); start again without --resume")
     if restore_rng and "rng" in state:
         set_rng_state(state["rng"])
     return state

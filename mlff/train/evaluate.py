@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from mlff import graph as G
-from mlff.atomic import atomic_savefig, atomic_write_text
+from mlff.atomic import atomic_savefig, atomic_write_text, check_writable
 from mlff.data.dataset import DataKeys, GraphDataset
 from mlff.io import load_model
 from mlff.train import calibration
@@ -31,15 +31,20 @@ def evaluate(
     batch_size: int = 16,
     plots: bool = True,
 ) -> Dict[str, object]:
-    """Evaluate ``model_path`` on each file of ``data_paths``; returns the metrics dict."""
+    """Evaluate ``model_path`` on each file of ``data_paths``; returns the metrics dict.
+
+    ``out`` is checked for write access first and created only once the model and every data
+    file have been read."""
+    out_dir = Path(out)
+    check_writable(out_dir, "eval output folder")
     potential = load_model(model_path)
     dtype = next(potential.parameters()).dtype
     elements = list(potential.model.config.elements)
-    out_dir = Path(out)
+    datasets = [GraphDataset(path, potential.r_cut, keys, elements, ("energy", "forces"), dtype)
+                for path in data_paths]
     out_dir.mkdir(parents=True, exist_ok=True)
     results: Dict[str, object] = {"model": str(model_path)}
-    for path in data_paths:
-        ds = GraphDataset(path, potential.r_cut, keys, elements, ("energy", "forces"), dtype)
+    for path, ds in zip(data_paths, datasets):
         acc = ErrorAccumulator()
         ref_e: List[float] = []
         pred_e: List[float] = []
