@@ -58,8 +58,8 @@ class MLFFCalculator(Calculator):
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Raises (on calculation), each as :class:`mlff.graph.InputError` with the fix in the message:
-    an element the model does not know, NaN/inf positions, two atoms closer than
-    ``min_distance``, a periodic structure without a cell, a degenerate cell.
+    a structure without atoms, an element the model does not know, NaN/inf positions, two atoms
+    closer than ``min_distance``, a periodic structure without a cell, a degenerate cell.
     """
 
     implemented_properties = [

@@ -79,8 +79,8 @@ def validate_structure(
     min_distance: float = 0.0,
     where: str = "structure",
 ) -> None:
-    """Raise :class:`InputError` for non-finite positions or cells, or a degenerate cell along
-    a periodic direction. Overlaps (``min_distance``) are checked on edges in
+    """Raise :class:`InputError` for a structure without atoms, non-finite positions or cells,
+    or a degenerate cell along a periodic direction. Overlaps (``min_distance``) are checked on edges in
     :func:`check_min_distance`, which needs the neighbour list.
 
     Args:
@@ -89,6 +89,9 @@ def validate_structure(
     """
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise InputError(f"{where}: positions must have shape [N, 3], got {list(positions.shape)}")
+    if positions.shape[0] == 0:
+        raise InputError(f"{where} has no atoms (an empty Atoms object?); give a "
+                         "structure with at least one atom")
     if not bool(torch.isfinite(positions).all()):
         bad = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten().tolist()
         raise InputError(
