@@ -7,6 +7,8 @@ The values come from ``ase.units`` (CODATA 2014, the set ASE uses), so ASE and m
 
 from __future__ import annotations
 
+import math
+
 from ase import units as _ase_units
 
 #: 1 eV expressed in kJ/mol (multiply an energy in eV to get kJ/mol).
@@ -60,3 +62,6 @@ KB_EV_PER_K: float = float(_ase_units.kB)
 KB_KJ_PER_MOL_PER_K: float = float(_ase_units.kB) * EV_TO_KJ_PER_MOL
 #: Hartree in eV.
 HARTREE_TO_EV: float = float(_ase_units.Hartree)
+
+#: Coulomb constant e^2 / (4 pi eps0) in eV A (from ASE's CODATA constants).
+COULOMB_EV_A: float = float(_ase_units._e / (4.0 * math.pi * _ase_units._eps0) * 1.0e10)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mlff.dtypes import DTYPES
+from mlff.nn.priors import build_priors, validate_priors
 
 
 @contextlib.contextmanager
@@ -36,8 +37,9 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 class ModelConfig:
     """Mixin of the frozen model config dataclasses: the fields every model has (``elements``,
-    ``e0s``, ``dtype``, ``ensemble_size``) validated, and dict round trips that name unknown
-    keys. Subclasses set ``model_name`` and ``tuple_fields`` (fields stored as tuples)."""
+    ``e0s``, ``r_cut``, ``dtype``, ``ensemble_size``, ``priors``: :mod:`mlff.nn.priors`)
+    validated, and dict round trips that name unknown keys. Subclasses set ``model_name`` and
+    ``tuple_fields`` (fields stored as tuples)."""
 
     model_name = "model"
     tuple_fields: Sequence[str] = ("elements", "e0s")
@@ -53,6 +55,9 @@ class ModelConfig:
             raise ValueError(f"elements must be non-empty and unique, got {elements}")
         if e0s and len(e0s) != len(elements):
             raise ValueError(f"e0s needs one value per element ({len(elements)}), got {len(e0s)}")
+        priors = {str(k): dict(v or {}) for k, v in dict(getattr(self, "priors")).items()}
+        validate_priors(priors)
+        object.__setattr__(self, "priors", priors)
         if getattr(self, "dtype") not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {getattr(self, 'dtype')!r}")
         checks = {"ensemble_size": getattr(self, "ensemble_size") >= 1, "r_cut": getattr(self, "r_cut") > 0,
@@ -92,6 +97,7 @@ class EnergyModel(nn.Module):
         self.r_cut = float(config.r_cut)
         with default_dtype(dtype):
             self._build(config)
+            self.priors = nn.ModuleList(build_priors(config.priors, config.elements))
         e0 = torch.tensor(config.e0s if config.e0s else [0.0] * self.num_species, dtype=torch.float64)
         self.register_buffer("e0s", e0)
         self.scale = float(config.scale)
@@ -101,6 +107,11 @@ class EnergyModel(nn.Module):
     def _build(self, config) -> None:
         raise NotImplementedError
 
-    def atomic_energies(self, species: Tensor, readout: Tensor) -> Tensor:
-        """``E0[Z_i] + scale * readout + shift``: readout ``[M, N]`` -> ``[N, M]`` (eV, float64)."""
-        return self.e0s[species].unsqueeze(1) + self.scale * readout.t().to(torch.float64) + self.shift
+    def atomic_energies(self, species: Tensor, readout: Tensor, edge_index: Tensor,
+                        lengths: Tensor) -> Tensor:
+        """``E0[Z_i] + scale * readout + shift + priors``: readout ``[M, N]``, edge lengths
+        ``[M, E, 1]`` (A) -> ``[N, M]`` (eV, float64)."""
+        total = self.scale * readout
+        for prior in self.priors:
+            total = total + prior(species, edge_index, lengths)
+        return self.e0s[species].unsqueeze(1) + total.t().to(torch.float64) + self.shift

@@ -17,8 +17,8 @@ Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
 """
 
 
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from e3nn import o3
@@ -57,6 +57,8 @@ class MACEConfig(ModelConfig):
             connection from its input (the embedding) after the product, instead of mixing its
             messages by species (mace-torch's ``RealAgnosticResidualInteractionBlock`` as the
             first interaction; imported models).
+        priors: physical energy terms added to the learned one, e.g. ``{"zbl": {}}``
+            (:mod:`mlff.nn.priors`).
     """
 
     elements: Tuple[int, ...]
@@ -77,6 +79,7 @@ class MACEConfig(ModelConfig):
     dtype: str = "float64"
     ensemble_size: int = 1
     residual_first: bool = False
+    priors: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     model_name = "MACE"
     tuple_fields = ("elements", "radial_mlp", "e0s")
@@ -311,4 +314,4 @@ class MACE(EnergyModel):
             a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot)
             node_feats = product(a, node_feats, onehot, species)
             readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
-        return self.atomic_energies(species, readout)
+        return self.atomic_energies(species, readout, edge_index, lengths)

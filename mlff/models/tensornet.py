@@ -25,8 +25,8 @@ each message pass is one gather and one scatter of ``[E, 9, C]``.
 """
 
 
-from dataclasses import dataclass
-from typing import List, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +58,8 @@ class TensorNetConfig(ModelConfig):
         scale: energy scale of the readout (eV); shift: per-atom energy shift (eV).
         dtype: "float32" or "float64".
         ensemble_size: number of independent members M evaluated together (1: a single model).
+        priors: physical energy terms added to the learned one, e.g. ``{"zbl": {}}``
+            (:mod:`mlff.nn.priors`).
     """
 
     elements: Tuple[int, ...]
@@ -72,6 +74,7 @@ class TensorNetConfig(ModelConfig):
     shift: float = 0.0
     dtype: str = "float64"
     ensemble_size: int = 1
+    priors: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     model_name = "TensorNet"
 
@@ -132,7 +135,6 @@ class TensorEmbedding(nn.Module):
         self.num_species = num_species
         self.members = members
         self.channels = channels
-        self.register_buffer("part_index", torch.tensor(cartesian.PART_OF_COEFFICIENT), persistent=False)
 
     def pair_table(self) -> Tensor:
         """``[M, S*S, C]``: the pair embedding of (sender species, receiver species)."""
@@ -151,12 +153,12 @@ class TensorEmbedding(nn.Module):
         pair_id = species.index_select(0, sender) * self.num_species + species.index_select(0, receiver)
         z = self.pair_table().index_select(1, pair_id)  # [M, E, C]
         w = self.distance(rbf).view(m, n_edges, 3, c) * (cut * z).unsqueeze(2)  # [M, E, 3, C]
-        t = w.index_select(2, self.part_index) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
-        x = torch.zeros(m, n, 9, c, dtype=rbf.dtype, device=rbf.device).index_add_(1, receiver, t)
+        t = cartesian.expand_parts(w) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
+        x = cartesian.scatter_sum(t, receiver, n)  # [M, N, 9, C]
         norm = self.norm((x * x).sum(2))  # [M, N, C]
         for linear in self.gate:
             norm = self.act(linear(norm))
-        gate = norm.view(m, n, 3, c).index_select(2, self.part_index)  # [M, N, 9, C]
+        gate = cartesian.expand_parts(norm.view(m, n, 3, c))  # [M, N, 9, C]
         return self.parts(x) * gate
 
 
@@ -173,7 +175,6 @@ class Interaction(nn.Module):
         self.after = PartLinears(channels, members)
         self.act = Activation(act)
         self.channels = channels
-        self.register_buffer("part_index", torch.tensor(cartesian.PART_OF_COEFFICIENT), persistent=False)
         self.register_buffer("basis", cartesian.basis(torch.get_default_dtype()).reshape(9, 9),
                              persistent=False)
 
@@ -184,10 +185,10 @@ class Interaction(nn.Module):
         f = rbf
         for linear in self.radial:
             f = self.act(linear(f))
-        f = (f * cut).view(m, n_edges, 3, c).index_select(2, self.part_index)  # [M, E, 9, C]
+        f = cartesian.expand_parts((f * cut).view(m, n_edges, 3, c))  # [M, E, 9, C]
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
-        messages = torch.zeros_like(y).index_add_(1, receiver, y.index_select(1, sender) * f)
+        messages = cartesian.scatter_sum(cartesian.gather(y, sender) * f, receiver, n)
         basis = self.basis.to(x.dtype)
         y_mat = cartesian.to_matrix(y.view(m * n, 9, c), basis)
         msg_mat = cartesian.to_matrix(messages.view(m * n, 9, c), basis)
@@ -238,4 +239,4 @@ class TensorNet(EnergyModel):
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]
-        return self.atomic_energies(species, out)
+        return self.atomic_energies(species, out, edge_index, lengths)

@@ -28,8 +28,6 @@ from torch import Tensor
 
 #: slices of the parts: isotropic, antisymmetric, symmetric traceless
 PART_SLICES = ((0, 1), (1, 4), (4, 9))
-#: the part (0: I, 1: A, 2: S) of each of the 9 coefficients
-PART_OF_COEFFICIENT: List[int] = [0, 1, 1, 1, 2, 2, 2, 2, 2]
 
 
 def basis(dtype: torch.dtype = torch.float64) -> Tensor:
@@ -88,3 +86,25 @@ def squared_norms(coeffs: Tensor) -> Tensor:
     """``[..., 9, C]`` -> ``[..., 3, C]``: squared Frobenius norms of the I, A and S parts."""
     sq = coeffs * coeffs
     return torch.stack([sq[..., 0, :], sq[..., 1:4, :].sum(-2), sq[..., 4:9, :].sum(-2)], dim=-2)
+
+
+def expand_parts(f: Tensor) -> Tensor:
+    """Per-part factors ``[M, R, 3, C]`` (I, A, S) -> per-coefficient ``[M, R, 9, C]`` (one copy,
+    from broadcast views)."""
+    m, r, c = f.shape[0], f.shape[1], f.shape[3]
+    return torch.cat([f[:, :, 0:1], f[:, :, 1:2].expand(m, r, 3, c), f[:, :, 2:3].expand(m, r, 5, c)], dim=2)
+
+
+def scatter_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """``[M, E, ...] -> [M, size, ...]``: per member, rows of ``values`` summed into ``index``
+    (along dim 0 of each member: the contiguous, fast path of ``index_add_``)."""
+    out: List[Tensor] = []
+    for k in range(values.shape[0]):
+        v = values[k]
+        out.append(torch.zeros((size,) + v.shape[1:], dtype=v.dtype, device=v.device).index_add_(0, index, v))
+    return torch.stack(out)
+
+
+def gather(values: Tensor, index: Tensor) -> Tensor:
+    """``[M, N, ...] -> [M, E, ...]``: per member, the rows ``index`` (along dim 0 of each member)."""
+    return torch.stack([values[k].index_select(0, index) for k in range(values.shape[0])])
