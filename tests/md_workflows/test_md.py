@@ -217,3 +217,21 @@ def test_uq_stop_after_steps_saves_the_step_and_resumes(engine, tmp_path, model_
     assert resumed.stopped is None and resumed.steps_done == 30
     assert [r["step"] for r in _log(out)] == ["0", "10", "20", "30"]
     assert read_frames(out, 22).shape == (4, 22, 3)
+
+
+@pytest.mark.parametrize("engine", ["openmm", "ase"])
+def test_tensornet_model_conserves_energy_through_the_cli(engine, tmp_path, saved_model):
+    """A TensorNet model file runs in `mlff md` on both engines with nothing model-specific:
+    NVE at 0.5 fs conserves the total energy."""
+    from conftest import GENTLE_SCALE_EV
+
+    model = saved_model(tmp_path, name="tensornet.pt", model_type="tensornet", scale=GENTLE_SCALE_EV)
+    out = tmp_path / "run"
+    assert main(["md", str(grid_gas(tmp_path)), "--model", str(model), "--engine", engine,
+                 "--ensemble", "nve", "--temperature", "300", "--timestep", "0.5", "--steps", "400",
+                 "--report-every", "10", "--out", str(out), "--no-progress"]) == 0
+    rows = _log(out)
+    e = _col(rows, "total_eV")
+    assert len(rows) == 41
+    assert (e.max() - e.min()) / 18 < 1e-4
+    assert np.ptp(_col(rows, "kinetic_eV")) > 10 * np.ptp(e)

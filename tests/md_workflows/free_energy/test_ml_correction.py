@@ -50,14 +50,14 @@ def ethanol(tmp_path_factory):
             "numbers": numbers}
 
 
-def _ml_energy_kj(numbers, pos_nm):
+def _ml_energy_kj(numbers, pos_nm, model="default"):
     from ase import Atoms
 
     from mlff.graph import atoms_to_graph
     from mlff.io import resolve_model
     from mlff.units import EV_TO_KJ_PER_MOL, NM_TO_ANGSTROM
 
-    p = resolve_model("default")
+    p = resolve_model(model)
     g = atoms_to_graph(Atoms(numbers=numbers, positions=pos_nm * NM_TO_ANGSTROM), p.r_cut, p.elements)
     return float(p(g, False, False)["energy"].sum()) * EV_TO_KJ_PER_MOL
 
@@ -89,6 +89,23 @@ def test_end_states_and_analytic_derivative(ethanol, leg, route):
     assert d0 == pytest.approx(d, abs=1e-6) and d1 == pytest.approx(d, abs=1e-6)
     assert d == pytest.approx(e_ml - offset - intra, abs=2e-3)
     assert abs(d) > 1.0  # the perturbed geometry makes ML and MM differ: the test can fail
+
+
+def test_a_tensornet_model_drives_the_correction_with_no_special_case(ethanol, saved_model, tmp_path):
+    """The same interpolated Hamiltonian with a TensorNet model file: end state and analytic
+    dU/dlambda equal the model's own energy (the free-energy pipeline knows no model type)."""
+    system, pos, solute = ethanol["water"]
+    numbers = ethanol["numbers"]
+    model = str(saved_model(tmp_path, name="tensornet.pt", model_type="tensornet", scale=0.5))
+    spec = mi.model_spec(model, solute, numbers, route="torch", offset_kj_mol=0.0)
+    interpolated, _ = mi.interpolated_system(system, spec)
+    ctx = _context(interpolated, pos)
+    e0, _ = _energy(ctx, 0.0)
+    e1, d = _energy(ctx, 1.0)
+    intra = _energy(_context(ethanol["vacuum"][0], pos[solute]))[0]
+    e_ml = _ml_energy_kj(numbers, pos[solute], model)
+    assert e1 - e0 == pytest.approx(e_ml - intra, abs=2e-3)
+    assert d == pytest.approx(e_ml - intra, abs=2e-3)
 
 
 def test_split_refuses_unknown_forces_and_reaction_field():
