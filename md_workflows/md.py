@@ -79,14 +79,17 @@ def run_md(cfg: MDConfig, resume: bool = False) -> MDResult:
         FileExistsError: ``cfg.out`` already holds a run and ``resume`` is False.
         FileNotFoundError: ``resume`` without a checkpoint in ``cfg.out``.
         OutputError: ``cfg.out`` cannot be written (checked before anything is built).
+        RunLockedError: another process is running in ``cfg.out`` (:mod:`mlff.run_lock`).
         InputError: an empty or unreadable structure file.
         CheckpointError: ``resume`` from a damaged checkpoint.
         ValueError: bad options (UQ levels with a single model, npt without a cell, ...).
     """
-    from mlff.atomic import check_writable, removed_if_left_empty
+    from mlff.atomic import check_writable
+    from mlff.run_lock import run_lock
 
     check_writable(cfg.out, "MD output folder")
-    with removed_if_left_empty(cfg.out):  # a run that fails before its first frame leaves no folder
+    # one run at a time in a folder; a run that fails before its first frame leaves no folder
+    with run_lock(cfg.out, "mlff md"):
         return _run(cfg, resume)
 
 

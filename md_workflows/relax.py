@@ -65,23 +65,31 @@ class RelaxResult:
 
 
 def relax(cfg: RelaxConfig) -> RelaxResult:
-    """Relax ``cfg.structure`` and write the results to ``cfg.out`` (see the module docstring)."""
+    """Relax ``cfg.structure`` and write the results to ``cfg.out`` (see the module docstring),
+    holding the folder's run lock (:mod:`mlff.run_lock`)."""
+    from mlff.atomic import check_writable
+    from mlff.run_lock import run_lock
+
+    check_writable(cfg.out, "relax output folder")
+    with run_lock(cfg.out, "mlff relax"):
+        return _relax(cfg)
+
+
+def _relax(cfg: RelaxConfig) -> RelaxResult:
     import numpy as np
 
     from mlff.calculators.ase import MLFFCalculator
-    from mlff.atomic import atomic_path, atomic_write_extxyz, check_writable
+    from mlff.atomic import atomic_path, atomic_write_extxyz
     from mlff.io import resolve_model
     from mlff.md_workflows.structure import load_structure
     from mlff.units import BAR_TO_EV_PER_A3
 
     out = Path(cfg.out)
-    check_writable(out, "relax output folder")
     atoms, topology = load_structure(cfg.structure)
     periodic = bool(np.all(atoms.pbc))
     if cfg.cell and not periodic:
         raise ValueError("cell relaxation needs a periodic structure with a cell")
     potential = resolve_model(cfg.model, cfg.device, cfg.dtype)
-    out.mkdir(parents=True, exist_ok=True)
     calc = MLFFCalculator(potential, device=cfg.device)
     log_path = out / "relax.log"
     if cfg.engine == "ase":

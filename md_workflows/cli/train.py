@@ -29,9 +29,13 @@ def add_train(sub: Subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train (or resume, or finalize) the run of ``args.config``; print its summary.
 
-    The output folder is checked for write access before anything is built, and a run that
-    fails before writing anything leaves no empty folder behind."""
+    The output folder is checked for write access before anything is built and locked for the
+    run (:mod:`mlff.run_lock`; under torchrun/srun by rank 0), and a run that fails before
+    writing anything leaves no empty folder behind."""
+    import os
+
     from mlff.atomic import check_writable, removed_if_left_empty
+    from mlff.run_lock import run_lock
     from mlff.train.config import TrainConfig
     from mlff.train.distributed import rank_world, run_training_parallel
     from mlff.train.trainer import run_training
@@ -40,7 +44,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--finalize runs in one process; drop --nproc")
     out = TrainConfig.from_yaml(args.config).out  # validates the config first
     check_writable(out, "training output folder")
-    with removed_if_left_empty(out):
+    launched_rank = int(os.environ.get("RANK", "0"))  # torchrun/srun set it before the group exists
+    guard = run_lock(out, "mlff train") if launched_rank == 0 else removed_if_left_empty(out)
+    with guard:
         if args.nproc > 1:
             run_training_parallel(args.config, args.nproc, resume=args.resume)
             return 0

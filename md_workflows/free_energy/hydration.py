@@ -145,12 +145,19 @@ def combine(config: HydrationConfig, water: LegResult, vacuum: LegResult) -> dic
 def run_hydration(config: HydrationConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) both legs, analyse them and write ``result.json``; returns the result.
 
-    ``out`` is checked for write access first; its first files (``config.json``, ``ligand/``)
-    are written once the molecule is parameterised and both Systems are built."""
+    ``out`` is checked for write access first and locked (:mod:`mlff.run_lock`); its first
+    files (``config.json``, ``ligand/``) are written once the molecule is parameterised and both
+    Systems are built."""
     from mlff.atomic import check_writable
+    from mlff.run_lock import run_lock
 
-    out = Path(out_dir)
-    check_writable(out, "free-energy output folder")
+    check_writable(out_dir, "free-energy output folder")
+    with run_lock(out_dir, "mlff fe"):  # one run at a time in a folder
+        return _run_hydration(config, Path(out_dir), progress)
+
+
+def _run_hydration(config: HydrationConfig, out: Path, progress: bool) -> dict[str, Any]:
+    """:func:`run_hydration` holding the folder's run lock."""
     saved = out / "config.json"
     if saved.exists() and any(out.glob("*/window_*/samples.npz")):
         # compare as JSON (tuples were saved as lists); keys added to mlff since the run was

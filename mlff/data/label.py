@@ -186,19 +186,35 @@ def label_file(
         n_workers: processes (each single-threaded).
         chunk_size: frames per checkpointed chunk.
         progress: show a tqdm progress bar.
+
+    Raises:
+        InputError: an empty or unreadable input. OutputError: the output cannot be written.
+        RunLockedError: another process labels into ``output_path``.
+        CheckpointError: a damaged chunk of the partial work (with the fix).
+        ResumeMismatchError: the partial work is for another input or other settings.
     """
+    from mlff.atomic import check_writable
+    from mlff.run_lock import LOCK_NAME, run_lock
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    check_writable(output_path.parent, "output folder")
+    # one labelling run at a time per output: its lock file sits next to it
+    with run_lock(output_path.parent, "mlff label", f".{output_path.name}{LOCK_NAME}"):
+        return _label_file(input_path, output_path, settings, n_workers, chunk_size, progress)
+
+
+def _label_file(input_path: Path, output_path: Path, settings: LabelSettings, n_workers: int,
+                chunk_size: int, progress: bool) -> LabelReport:
+    """:func:`label_file` holding the output's run lock."""
     import ase.io
     import multiprocessing as mp
 
     from tqdm.auto import tqdm
 
-    from mlff.atomic import check_writable
     from mlff.errors import ResumeMismatchError
     from mlff.structure_files import read_structures
 
-    input_path, output_path = Path(input_path), Path(output_path)
     frames = read_structures(input_path, what="input file")
-    check_writable(output_path.parent, "output folder")
     n = len(frames)
     identity = {
         "input_sha256": _hash_file(input_path),
