@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from mlff.md_workflows.engines import Engine, Snapshot, make_engine
-from mlff.md_workflows.md_config import ENGINES, ENSEMBLES, LOG_COLUMNS, MDConfig, MDResult
+from mlff.md_workflows.md_config import (ENGINES, ENSEMBLES, LOG_COLUMNS, MD_RESUMABLE, MDConfig,
+                                         MDResult)
+from mlff.resume_check import check_resume_settings, run_settings, saved_settings
 from mlff.md_workflows.md_plots import plot_log
 from mlff.md_workflows.run_folder import RunFolder, read_frames, write_trajectory
 from mlff.md_workflows.structure import load_structure
@@ -109,11 +111,15 @@ def _run(cfg: MDConfig, resume: bool) -> MDResult:
     if not resume and folder.holds_run():
         raise FileExistsError(f"{out} already holds a run; continue it with --resume or choose "
                               "another --out")
+    settings = run_settings(cfg)
+    inputs = {k: settings[k] for k in ("structure_sha256", "model_sha256")}
     if resume:  # read (and check) the checkpoint before the model is built
         arrays, meta = folder.load_checkpoint()
         if meta["n_atoms"] != n_atoms or meta["engine"] != cfg.engine:
             raise ValueError(f"checkpoint in {out} is for {meta['n_atoms']} atoms with engine "
                              f"{meta['engine']}; resume with the same structure and engine")
+        old = saved_settings(MDConfig, meta.get("config", {}), meta.get("inputs", {}), settings)
+        check_resume_settings(old, settings, MD_RESUMABLE, str(out))
     monitor = UQMonitor(cfg.uq_warn, cfg.uq_stop, out / "uncertain_frames.extxyz", atoms.numbers)
     engine: Engine = make_engine(cfg, atoms, topology, monitor)  # builds the model once
     if (cfg.uq_warn is not None or cfg.uq_stop is not None) and engine.num_members < 2:
@@ -147,7 +153,7 @@ def _run(cfg: MDConfig, resume: bool) -> MDResult:
         folder.append_row(log_row(step, cfg, snap, engine.n_dof, total_mass, uq))
         folder.save_checkpoint(engine.checkpoint(), {
             "step": step, "n_frames": n_frames, "n_atoms": n_atoms, "engine": cfg.engine,
-            "config": asdict(cfg)})
+            "config": asdict(cfg), "inputs": inputs})
         if stop is not None:
             raise stop
 

@@ -23,6 +23,10 @@ ENSEMBLES = ("nve", "nvt", "npt")
 LOG_COLUMNS = ("step", "time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K",
                "volume_A3", "density_g_cm3", "energy_std_eV", "max_force_std_eV_A",
                "max_force_std_atom")
+#: MDConfig fields that may change when a run is resumed (the total length, how the run is
+#: shown, threads, the uncertainty monitor's levels); any other change is refused.
+#: ``out`` is the run folder itself; ``structure`` and ``model`` are compared by file content.
+MD_RESUMABLE = ("steps", "progress", "threads", "uq_warn", "uq_stop")
 #: Largest time step (fs) without hydrogen mass repartitioning that passes without a warning.
 MAX_TIMESTEP_WITHOUT_HMR_FS = 1.0
 

@@ -74,6 +74,41 @@ def write_trajectory(out: Path, md_topology, n_atoms: int, periodic: bool) -> Pa
     return path
 
 
+def save_npz_checkpoint(path: Path, arrays: Dict[str, np.ndarray], meta: Dict[str, object]) -> None:
+    """An ``.npz`` checkpoint of ``arrays`` and ``meta`` (JSON, under ``"meta"``), atomically."""
+    arrays = dict(arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8).copy()
+    atomic_savez(path, **arrays)
+
+
+def load_npz_checkpoint(path: Path, required: Tuple[str, ...] = ()
+                        ) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
+    """``(arrays, meta)`` of a :func:`save_npz_checkpoint` file, ``meta`` with the keys
+    ``required``.
+
+    Raises:
+        CheckpointError: the file is truncated or damaged (``BadZipFile``, ``EOFError``, a
+            missing or unreadable ``meta``), with the fix.
+    """
+    from mlff.errors import CheckpointError
+    from mlff.structure_files import first_line
+
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        missing = [k for k in required if k not in meta]
+        if missing:
+            raise KeyError(f"meta has no {missing}")
+    except Exception as exc:  # zipfile, numpy and json errors of a damaged file
+        raise CheckpointError(
+            f"the checkpoint {path} is damaged and cannot be resumed from ({first_line(exc)}); "
+            f"start the run again without --resume into a new --out (or move {path.parent} "
+            "away)") from exc
+    return arrays, meta
+
+
 def _truncate(path: Path, n_bytes: int) -> None:
     if path.exists() and path.stat().st_size > n_bytes:
         with open(path, "r+b") as f:
@@ -112,33 +147,11 @@ class RunFolder:
 
     def save_checkpoint(self, arrays: Dict[str, np.ndarray], meta: Dict[str, object]) -> None:
         """``checkpoint.npz`` with the engine's ``arrays`` and ``meta`` (JSON), atomically."""
-        arrays = dict(arrays)
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8).copy()
-        atomic_savez(self.checkpoint, **arrays)
+        save_npz_checkpoint(self.checkpoint, arrays, meta)
 
     def load_checkpoint(self) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
-        """``(arrays, meta)`` of ``checkpoint.npz``.
-
-        Raises:
-            CheckpointError: the file is truncated or damaged (``BadZipFile``, ``EOFError``, a
-                missing or unreadable ``meta``), with the fix.
-        """
-        from mlff.errors import CheckpointError
-        from mlff.structure_files import first_line
-
-        try:
-            with np.load(self.checkpoint) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(arrays.pop("meta").tobytes().decode())
-            missing = [k for k in ("step", "n_frames", "n_atoms", "engine") if k not in meta]
-            if missing:
-                raise KeyError(f"meta has no {missing}")
-        except Exception as exc:  # zipfile, numpy and json errors of a damaged file
-            raise CheckpointError(
-                f"the checkpoint {self.checkpoint} is damaged and cannot be resumed from "
-                f"({first_line(exc)}); start the run again without --resume into a new --out "
-                f"(or move {self.out} away)") from exc
-        return arrays, meta
+        """``(arrays, meta)`` of ``checkpoint.npz`` (:func:`load_npz_checkpoint`)."""
+        return load_npz_checkpoint(self.checkpoint, ("step", "n_frames", "n_atoms", "engine"))
 
     def truncate(self, n_frames: int, step: int) -> None:
         """Drop whatever was written after the checkpoint (``n_frames`` frames, log rows up to

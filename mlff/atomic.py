@@ -15,6 +15,17 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (what resumed runs compare their inputs by)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
     """Check, before any work, that ``folder`` can be created (or already exists) and written,
     without creating it: a temporary file is made and removed in its nearest existing ancestor.

@@ -100,8 +100,9 @@ def add_relax(sub: Subparsers) -> None:
     """``mlff relax STRUCTURE``."""
     d = RelaxConfig(structure="")
     p = sub.add_parser("relax", help=COMMANDS["relax"], description=(
-        "Relax a structure; writes OUT/relaxed.extxyz (+ relaxed.pdb for pdb input) and "
-        "OUT/relax.log. Exit status 4 when not converged within --steps."))
+        "Relax a structure; writes OUT/relaxed.extxyz (+ relaxed.pdb for pdb input), "
+        "OUT/relax.log and OUT/relax_checkpoint.npz. Exit status 4 when not converged within "
+        "--steps: rerun with a larger --steps and --resume to continue from where it stopped."))
     p.add_argument("structure")
     add_model_arguments(p, d.model, d.device)
     p.add_argument("--engine", default=d.engine, choices=["ase", "openmm"])
@@ -112,6 +113,9 @@ def add_relax(sub: Subparsers) -> None:
     p.add_argument("--pressure", type=float, default=d.pressure_bar,
                    help="bar, with --cell (default %(default)s)")
     p.add_argument("--out", default=d.out)
+    p.add_argument("--resume", action="store_true", help=(
+        "continue the relaxation in OUT from its last geometry (after a kill, or with a larger "
+        "--steps); other settings must stay the same"))
     p.set_defaults(func=run_relax)
 
 
@@ -123,15 +127,15 @@ def run_relax(args: argparse.Namespace) -> int:
                       dtype=args.dtype, device=args.device)
     from mlff.md_workflows.relax import relax
 
-    res = relax(cfg)
+    res = relax(cfg, resume=args.resume)
     state = "converged" if res.converged else "NOT converged"
     print(f"{state}: energy {res.energy:.6f} eV, max force {res.fmax_final:.5f} eV/A "
           f"(fmax {args.fmax}) after {res.steps} steps")
     for name, path in res.files.items():
         print(f"  {name:18s} {path}")
     if not res.converged:
-        print(f"mlff relax: not converged within {args.steps} steps; raise --steps or --fmax, or "
-              "check the structure", file=sys.stderr)
+        print(f"mlff relax: not converged within {args.steps} steps; rerun with a larger --steps "
+              "and --resume, raise --fmax, or check the structure", file=sys.stderr)
         return 4
     return 0
 

@@ -24,7 +24,6 @@ TorchForce cannot be read back from XML with the openmm-torch 1.5 wheels.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import openmm
 
+from mlff.atomic import file_sha256
 from mlff.units import COULOMB_KJ_NM_PER_MOL_E2
 
 #: the global parameter that turns the solute from MM (0) into ML (1)
@@ -44,15 +44,6 @@ _MOVED_BONDED = {"HarmonicBondForce": 2, "HarmonicAngleForce": 3, "PeriodicTorsi
                  "RBTorsionForce": 4}
 _IGNORED = {"CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat",
             "MonteCarloFlexibleBarostat", "AndersenThermostat"}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (model files are checked on resume)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_spec(model: str, solute: Sequence[int], numbers: Sequence[int], route: str = "torch",

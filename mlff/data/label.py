@@ -19,7 +19,6 @@ already there; OUT itself appears (atomically) only when all chunks are done.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -128,11 +127,9 @@ def _label_chunk(task: Tuple[int, List[Atoms]]) -> Tuple[int, List[Atoms], List[
 
 
 def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from mlff.atomic import file_sha256
+
+    return file_sha256(path)
 
 
 def _read_chunk(chunk: Path, marker: Path) -> List[Atoms]:
