@@ -1,24 +1,32 @@
 """The model file format: a versioned dict of plain data, read with ``weights_only=True``.
 
 ``{"format": "mlff-model", "version": 2, "model_type": str, "config": dict, "state_dict": dict,
-"std_scale": float, "metadata": dict}`` (``std_scale``: the recalibration factor of ensemble
-standard deviations, 1.0 for single models). No pickled modules, so loading a model file can
-never run code. Metadata records elements, E0s, units and training provenance. Older versions
-are upgraded on load by the migrations of :mod:`mlff.model_migrations` (1 -> 2); a file that is
-not a model, cannot be read or is newer than this mlff is a :class:`~mlff.errors.ModelFileError`.
+"std_scale": float, "metadata": dict, "sha256": str}`` (``std_scale``: the recalibration factor
+of ensemble standard deviations, 1.0 for single models). No pickled modules, so loading a model
+file can never run code. Metadata records elements, E0s, units and training provenance. Older
+versions are upgraded on load by the migrations of :mod:`mlff.model_migrations` (1 -> 2); a file
+that is not a model, cannot be read or is newer than this mlff is a
+:class:`~mlff.errors.ModelFileError`.
+
+Checksum: ``sha256`` (:func:`model_checksum`) covers the model type, the config, ``std_scale``
+and every tensor of the state dict (name, dtype, shape and bytes); the metadata (provenance) is
+not covered. A file whose content does not match it (flipped bytes in a weight, an edited
+config) is a :class:`~mlff.errors.ModelFileError`; a file written before model files had a
+checksum loads with a :class:`~mlff.errors.ModelFileWarning` (save it again to add one).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Dict, Mapping, Optional, Tuple, Type, Union
 
 import torch
 
 from mlff.atomic import atomic_path
 from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
-from mlff.errors import MLFFError, ModelFileError
+from mlff.errors import MLFFError, ModelFileError, ModelFileWarning
 from mlff.model_migrations import MIGRATIONS
 from mlff.structure_files import first_line
 from mlff.models.potential import Potential
@@ -32,6 +40,34 @@ ModelLike = Union[str, os.PathLike, Potential]
 
 FORMAT = "mlff-model"
 VERSION = 2
+#: The file's entry holding :func:`model_checksum` (hex).
+CHECKSUM = "sha256"
+
+
+def model_checksum(data: Mapping[str, object]) -> str:
+    """SHA-256 (hex) of a model file dict's model type, config, ``std_scale`` and tensors (each
+    by name, dtype, shape and bytes, in name order); metadata is not covered."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    head = {"model_type": data["model_type"], "config": data["config"],
+            "std_scale": float(data.get("std_scale", 1.0))}  # type: ignore[arg-type]
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    state: Mapping[str, torch.Tensor] = data["state_dict"]  # type: ignore[assignment]
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"\n{name} {t.dtype} {list(state[name].shape)}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checksum_status(data: Mapping[str, object]) -> str:
+    """``"ok"``, ``"missing"`` (a file from before checksums) or ``"mismatch"`` (corrupted)."""
+    stored = data.get(CHECKSUM)
+    if stored is None:
+        return "missing"
+    return "ok" if stored == model_checksum(data) else "mismatch"
 
 
 def save_model(
@@ -54,6 +90,7 @@ def save_model(
             **(metadata or {}),
         },
     }
+    data[CHECKSUM] = model_checksum(data)
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
 
@@ -70,13 +107,18 @@ def load_model_with_metadata(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ModelFileError: not an mlff model file (foreign, truncated, pickled code), a version
-            with no migration, or a version newer than this mlff; the message says what to do.
+        ModelFileError: not an mlff model file (foreign, truncated, pickled code), content that
+            does not match its checksum (corrupted), a version with no migration, or a version
+            newer than this mlff; the message says what to do.
+
+    Warns:
+        ModelFileWarning: the file has no checksum (written before model files had one).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
     data = _read_file(path, device)
+    verify_checksum(path, data)
     version = int(data.get("version", 0))
     if version > VERSION:
         raise ModelFileError(
@@ -110,6 +152,37 @@ def load_model_with_metadata(
     potential = Potential(model, std_scale=float(data.get("std_scale", 1.0))).to(device)
     potential.eval()
     return potential, dict(data.get("metadata", {}))
+
+
+def verify_checksum(path: Path, data: Mapping[str, object]) -> None:
+    """Check a model file dict against its checksum (see the module docstring).
+
+    Raises:
+        ModelFileError: the content does not match the checksum it was saved with.
+    """
+    status = checksum_status(data)
+    if status == "missing":
+        warnings.warn(f"{path} has no checksum (written by an mlff from before model files had "
+                      "one), so corruption cannot be detected; save it again with "
+                      "mlff.io.save_model to add one", ModelFileWarning, stacklevel=3)
+    elif status == "mismatch":
+        raise ModelFileError(
+            f"{path} is corrupted: its weights or config do not match the checksum it was saved "
+            f"with ({CHECKSUM} {str(data[CHECKSUM])[:16]}..., now {model_checksum(data)[:16]}...); "
+            "copy the model file again from its source, or retrain it")
+
+
+def read_model_file(path: Union[str, os.PathLike]) -> Dict[str, object]:
+    """The raw dict of a model file (no migration, no model built, checksum not verified; see
+    :func:`checksum_status`), for inspection (``mlff info``).
+
+    Raises:
+        FileNotFoundError, ModelFileError: as :func:`load_model_with_metadata`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return _read_file(path)
 
 
 #: The first bytes of every torch.save file (a zip archive).

@@ -1,4 +1,5 @@
-"""``mlff import``: models trained by other codes -> mlff model files.
+"""``mlff import`` (models trained by other codes -> mlff model files) and ``mlff info``
+(what a model file holds).
 
 Building the parser imports only the standard library; the importer runs when called.
 """
@@ -6,7 +7,9 @@ Building the parser imports only the standard library; the importer runs when ca
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Dict, List
 
 from mlff.md_workflows.cli._common import COMMANDS, Subparsers
 
@@ -44,4 +47,70 @@ def run_import(args: argparse.Namespace) -> int:
           f"(elements {list(c.elements)}, {c.channels} channels, max_L {c.max_L}, "
           f"correlation {c.correlation}, {c.num_interactions} interactions, r_cut {c.r_cut:g} A, "
           f"{n_params} parameters, {args.dtype})")
+    return 0
+
+
+def add_info(sub: Subparsers) -> None:
+    """``mlff info MODEL``."""
+    p = sub.add_parser("info", help=COMMANDS["info"], description=COMMANDS["info"] + (
+        ". Reads the file as plain data (nothing in it runs) and checks its checksum: exit "
+        "status 2 when the weights or config do not match it (a corrupted file)."))
+    p.add_argument("model", help="model file or 'default' (the shipped ensemble)")
+    p.set_defaults(func=run_info)
+
+
+#: How ``mlff info`` states each checksum status.
+_CHECKSUM_TEXT = {
+    "ok": "ok: weights and config match the file's sha256",
+    "missing": "none (written before model files had a checksum; corruption cannot be "
+               "detected): save it again with mlff.io.save_model to add one",
+    "mismatch": "MISMATCH: the weights or config differ from what was saved (corrupted file)",
+}
+
+
+def info_lines(path: Path, data: Dict[str, object], status: str) -> List[str]:
+    """The lines ``mlff info`` prints for a model file's dict ``data``."""
+    from ase.data import chemical_symbols
+
+    config: Dict[str, object] = dict(data["config"])  # type: ignore[call-overload]
+    meta: Dict[str, object] = dict(data.get("metadata", {}))  # type: ignore[call-overload]
+    state = data["state_dict"]
+    n_params = sum(int(t.numel()) for t in state.values())  # type: ignore[attr-defined]
+    members = int(config.get("ensemble_size", 1))  # type: ignore[call-overload]
+    elements = [int(z) for z in config.get("elements", ())]  # type: ignore[attr-defined]
+    calibration = meta.get("calibration")
+    lines = [
+        f"file          {path} ({path.stat().st_size:,} bytes)",
+        f"format        {data.get('format')} version {data.get('version')}, model type "
+        f"{data.get('model_type')}",
+        f"checksum      {_CHECKSUM_TEXT[status]}"
+        + (f" ({str(data['sha256'])[:16]}...)" if data.get("sha256") else ""),
+        f"elements      {' '.join(chemical_symbols[z] for z in elements)} (Z {elements})",
+        f"members       {members}" + (" (deep ensemble)" if members > 1 else " (single model)"),
+        f"weights       {n_params:,} numbers in {len(state)} tensors (buffers included)",  # type: ignore[arg-type]
+        f"calibration   std_scale {float(data.get('std_scale', 1.0)):g}"  # type: ignore[arg-type]
+        + (f"; {json.dumps(calibration, default=str)}" if calibration else
+           (" (not recalibrated)" if members > 1 else " (single model: no spread)")),
+        "config",
+    ]
+    lines += [f"  {k:22s} {v}" for k, v in config.items()]
+    provenance = {k: v for k, v in meta.items() if k not in ("elements", "calibration")}
+    lines.append("provenance" + ("" if provenance else "    none recorded"))
+    lines += [f"  {k:22s} {json.dumps(v, default=str)}" for k, v in provenance.items()]
+    return lines
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print what the model file holds; a checksum mismatch is a ModelFileError (exit 2)."""
+    from mlff.errors import ModelFileError
+    from mlff.io import checksum_status, model_path, read_model_file
+
+    path = model_path(args.model)
+    data = read_model_file(path)
+    status = checksum_status(data)
+    print("\n".join(info_lines(path, data, status)))
+    if status == "mismatch":
+        raise ModelFileError(f"{path} is corrupted: its weights or config do not match the "
+                             "checksum it was saved with; copy it again from its source, or "
+                             "retrain it")
     return 0

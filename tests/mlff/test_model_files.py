@@ -10,9 +10,12 @@ import pytest
 import torch
 from ase import Atoms
 
-from mlff.errors import ModelFileError
+from mlff.errors import ModelFileError, ModelFileWarning
 from mlff.graph import atoms_to_graph
-from mlff.io import VERSION, load_model, load_model_with_metadata, save_model
+from mlff.io import CHECKSUM, VERSION, checksum_status, load_model, load_model_with_metadata, save_model
+
+#: the version-1 files here predate checksums: their warning is expected (and tested below)
+pytestmark = pytest.mark.filterwarnings("ignore::mlff.errors.ModelFileWarning")
 
 #: written by mlff at commit d27a446 (version 1) with fixtures/make_model_file_v1.py
 V1_FILE = Path(__file__).resolve().parent / "fixtures" / "model_file_v1.pt"
@@ -83,3 +86,29 @@ def test_files_that_are_not_models(tmp_path):
         load_model(write(tmp_path, {"format": "mlff-model", "module": torch.nn.Linear(2, 2)}))
     assert "weights_only" not in str(info.value)
     assert issubclass(ModelFileError, ValueError)  # callers catching ValueError still do
+
+
+def test_checksum_catches_a_changed_weight_or_config_and_old_files_warn(tmp_path, small_potential):
+    path = tmp_path / "m.pt"
+    save_model(small_potential(), path)
+    data = torch.load(path, weights_only=True)
+    assert checksum_status(data) == "ok" and len(data[CHECKSUM]) == 64
+    load_model(path)  # no warning, no error
+    name = sorted(data["state_dict"])[3]
+    flipped = dict(data, state_dict=dict(data["state_dict"]))
+    flipped["state_dict"][name] = flipped["state_dict"][name].clone()
+    flipped["state_dict"][name].view(-1)[0] += 1e-6
+    with pytest.raises(ModelFileError, match="is corrupted: its weights or config do not match"):
+        load_model(write(tmp_path, flipped, "flipped.pt"))
+    edited = dict(data, config=dict(data["config"], r_cut=4.5))
+    with pytest.raises(ModelFileError, match="is corrupted"):
+        load_model(write(tmp_path, edited, "edited.pt"))
+    old = {k: v for k, v in data.items() if k != CHECKSUM}  # a file from before checksums
+    with pytest.warns(ModelFileWarning, match="has no checksum"):
+        load_model(write(tmp_path, old, "old.pt"))
+
+
+def test_the_shipped_model_carries_its_checksum():
+    from mlff.io import default_model_path
+
+    assert checksum_status(torch.load(default_model_path(), weights_only=True)) == "ok"
