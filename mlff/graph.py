@@ -262,14 +262,32 @@ def collate(graphs: Sequence[Graph]) -> Graph:
         if key in (EDGE_INDEX, BATCH, PTR):
             continue
         out[key] = torch.cat([g[key] for g in graphs], dim=0)
-    out[EDGE_INDEX] = torch.cat(
-        [g[EDGE_INDEX] + off for g, off in zip(graphs, offsets[:-1])], dim=1
-    )
+    edges = [g[EDGE_INDEX] + off for g, off in zip(graphs, offsets[:-1])]
+    halves = [e.shape[1] // 2 for e in edges]
+    if all(_is_mirrored(g) for g in graphs):
+        # keep the batch in mirror order (all first halves, then all second halves), so models
+        # evaluate distance-only features once per pair in training too
+        order = [e[:, :h] for e, h in zip(edges, halves)] + [e[:, h:] for e, h in zip(edges, halves)]
+        out[EDGE_INDEX] = torch.cat(order, dim=1)
+        for key in EDGE_KEYS:
+            if key in keys:
+                out[key] = torch.cat([g[key][:h] for g, h in zip(graphs, halves)]
+                                     + [g[key][h:] for g, h in zip(graphs, halves)], dim=0)
+    else:
+        out[EDGE_INDEX] = torch.cat(edges, dim=1)
     out[BATCH] = torch.repeat_interleave(
         torch.arange(len(graphs), device=device), torch.tensor(counts, device=device)
     )
     out[PTR] = torch.tensor(offsets, dtype=torch.long, device=device)
     return out
+
+
+def _is_mirrored(graph: Graph) -> bool:
+    """Whether the graph's edges are in :func:`mlff.neighbors.mirror_order`."""
+    e, u = graph[EDGE_INDEX], graph[UNIT_SHIFTS]
+    h = e.shape[1] // 2
+    return (e.shape[1] % 2 == 0 and torch.equal(e[0, h:], e[1, :h]) and torch.equal(e[1, h:], e[0, :h])
+            and torch.equal(u[h:], -u[:h]))
 
 
 def atoms_per_graph(graph: Graph) -> Tensor:

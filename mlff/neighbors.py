@@ -1,7 +1,8 @@
 """Neighbour lists: two backends with one output convention.
 
 Both backends return a *full* list (every pair appears as (i, j) and (j, i)) in the graph
-convention of :mod:`mlff.graph`:
+convention of :mod:`mlff.graph`, in :func:`mirror_order` (edge ``k + E/2`` is edge ``k``
+reversed):
 
 - ``edge_index`` ``[2, E]`` int64: row 0 is the sender ``j``, row 1 the receiver ``i``;
 - ``unit_shifts`` ``[E, 3]`` int64: the cell image of the sender, so that the edge vector is
@@ -227,7 +228,47 @@ def torch_neighbor_list(
             torch.zeros(0, 3, dtype=torch.long, device=device),
         )
     edge_index = torch.stack([torch.cat(senders), torch.cat(receivers)], dim=0)
-    return edge_index, torch.cat(units, dim=0)
+    return mirror_order(edge_index, torch.cat(units, dim=0))
+
+
+def mirror_order(edge_index: Tensor, unit_shifts: Tensor) -> Tuple[Tensor, Tensor]:
+    """Reorder a full neighbour list so that edge ``k + E/2`` is the reverse of edge ``k``
+    (sender and receiver swapped, unit shifts negated).
+
+    The first half holds each pair once, in its canonical direction (sender < receiver, or a
+    periodic self-image whose first non-zero unit shift is positive); the second half is built
+    from it, so the list is exactly symmetric. Models use this to evaluate functions of the
+    distance alone (radial networks) once per pair (:func:`mirrored_half`).
+    """
+    send, recv = edge_index[0], edge_index[1]
+    s = unit_shifts
+    positive = (s[:, 0] > 0) | ((s[:, 0] == 0) & (s[:, 1] > 0)) | ((s[:, 0] == 0) & (s[:, 1] == 0) & (s[:, 2] > 0))
+    keep = (send < recv) | ((send == recv) & positive)
+    half = edge_index[:, keep]
+    half_shifts = s[keep]
+    return torch.cat([half, half.flip(0)], dim=1), torch.cat([half_shifts, -half_shifts], dim=0)
+
+
+def mirrored_half(edge_index: Tensor, vectors: Tensor) -> int:
+    """``E/2`` when the edges are in :func:`mirror_order` (edge ``k + E/2`` is edge ``k``
+    reversed, with its vector negated exactly), else 0. ``vectors``: ``[..., E, 3]``.
+
+    A cheap exact test (no tolerance), so a model may compute distance-only features for the
+    first half and reuse them for the second: the distances are bitwise equal, and the two
+    are the same function of the positions, so gradients through the first half are the
+    gradients of both.
+    """
+    n = edge_index.shape[1]
+    half = n // 2
+    if n == 0 or n % 2 != 0:
+        return 0
+    if not bool(torch.equal(edge_index[0, half:], edge_index[1, :half])):
+        return 0
+    if not bool(torch.equal(edge_index[1, half:], edge_index[0, :half])):
+        return 0
+    if not bool(torch.equal(vectors.narrow(-2, half, half), -vectors.narrow(-2, 0, half))):
+        return 0
+    return half
 
 
 def vesin_neighbor_list(
@@ -253,7 +294,7 @@ def vesin_neighbor_list(
     i, j, s = calculator.compute(points=pos, box=box, periodic=periodic, quantities="ijS")
     edge_index = torch.from_numpy(np.stack([j, i]).astype(np.int64)).to(device)
     unit_shifts = torch.from_numpy(np.asarray(s, dtype=np.int64)).to(device)
-    return edge_index, unit_shifts
+    return mirror_order(edge_index, unit_shifts)
 
 
 def neighbor_list(

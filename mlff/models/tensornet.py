@@ -21,7 +21,10 @@ Cost notes (why this is not a transcription of the paper's equations): the speci
 embedding is a linear map of two species embeddings, so it is evaluated on the S x S species
 pairs and gathered per edge instead of per edge on 2C inputs; the parts are kept as 9
 coefficients, so channel linears cost 9 C^2 per atom rather than 27 C^2 on full matrices, and
-each message pass is one gather and one scatter of ``[E, 9, C]``.
+each message pass is one gather and one scatter of ``[E, 9, C]``; the radial networks, which
+depend on the distance alone, run once per pair when the edges are in mirror order
+(:func:`mlff.neighbors.mirror_order`, what both neighbour lists return), halving the largest
+per-edge cost.
 """
 
 
@@ -35,6 +38,7 @@ from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.nn import cartesian
 from mlff.nn.linear import GroupedLayerNorm, GroupedLinear
+from mlff.neighbors import mirrored_half
 from mlff.nn.radial import BesselBasis, CosineCutoff, ExpNormalBasis
 
 ACTIVATIONS = ("silu", "tanh")
@@ -85,6 +89,18 @@ class TensorNetConfig(ModelConfig):
             raise ValueError(f"radial_basis must be one of {list(RADIAL_BASES)}, got {self.radial_basis!r}")
         self._normalise_and_check({"channels": self.channels >= 2, "num_layers": self.num_layers >= 0,
                                    "num_rbf": self.num_rbf >= 1})
+
+
+def per_pair(values: Tensor, half: int) -> Tensor:
+    """Distance-only edge features computed for the first ``half`` edges ``[M, H, F]`` ->
+    all edges ``[M, 2H, F]`` (edges in :func:`mlff.neighbors.mirror_order`; ``half`` 0: the
+    features were computed for every edge and are returned as they are)."""
+    return torch.cat([values, values], dim=1) if half > 0 else values
+
+
+def first_half(values: Tensor, half: int) -> Tensor:
+    """``[M, E, F]`` -> the first ``half`` edges ``[M, H, F]`` (all of them when ``half`` is 0)."""
+    return values.narrow(1, 0, half) if half > 0 else values
 
 
 class Activation(nn.Module):
@@ -145,14 +161,16 @@ class TensorEmbedding(nn.Module):
         return self.pair(torch.cat([send, recv], dim=3).reshape(m, s * s, 2 * c))
 
     def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
-                edge_coeffs: Tensor) -> Tensor:
-        """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``."""
+                edge_coeffs: Tensor, half: int) -> Tensor:
+        """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``; ``half``:
+        see :func:`per_pair`."""
         sender, receiver = edge_index[0], edge_index[1]
         m, n_edges, c = rbf.shape[0], rbf.shape[1], self.channels
         n = species.shape[0]
         pair_id = species.index_select(0, sender) * self.num_species + species.index_select(0, receiver)
         z = self.pair_table().index_select(1, pair_id)  # [M, E, C]
-        w = self.distance(rbf).view(m, n_edges, 3, c) * (cut * z).unsqueeze(2)  # [M, E, 3, C]
+        radial = per_pair(self.distance(first_half(rbf, half)) * first_half(cut, half), half)  # [M, E, 3C]
+        w = radial.view(m, n_edges, 3, c) * z.unsqueeze(2)  # [M, E, 3, C]
         t = cartesian.expand_parts(w) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
         x = cartesian.scatter_sum(t, receiver, n)  # [M, N, 9, C]
         norm = self.norm((x * x).sum(2))  # [M, N, C]
@@ -178,14 +196,15 @@ class Interaction(nn.Module):
         self.register_buffer("basis", cartesian.basis(torch.get_default_dtype()).reshape(9, 9),
                              persistent=False)
 
-    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int) -> Tensor:
         sender, receiver = edge_index[0], edge_index[1]
         m, n, c = x.shape[0], x.shape[1], self.channels
         n_edges = rbf.shape[1]
-        f = rbf
+        f = first_half(rbf, half)
         for linear in self.radial:
             f = self.act(linear(f))
-        f = cartesian.expand_parts((f * cut).view(m, n_edges, 3, c))  # [M, E, 9, C]
+        f = per_pair(f * first_half(cut, half), half)
+        f = cartesian.expand_parts(f.view(m, n_edges, 3, c))  # [M, E, 9, C]
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
         messages = cartesian.scatter_sum(cartesian.gather(y, sender) * f, receiver, n)
@@ -233,9 +252,10 @@ class TensorNet(EnergyModel):
         if self.bessel:
             rbf = rbf * cut
         edge_coeffs = cartesian.edge_coefficients(vectors / lengths)  # [M, E, 9]
-        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs)
+        half = mirrored_half(edge_index, vectors)
+        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half)
         for layer in self.layers:
-            x = layer(x, edge_index, rbf, cut)
+            x = layer(x, edge_index, rbf, cut, half)
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]

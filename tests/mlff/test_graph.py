@@ -51,9 +51,12 @@ def test_collate_offsets_edges_and_builds_batch():
     ei = batch[G.EDGE_INDEX]
     assert (batch[G.BATCH][ei[0]] == batch[G.BATCH][ei[1]]).all()
     assert G.num_graphs(batch) == 3
-    # edge vectors survive batching
+    # edge vectors survive batching, in mirror order: every graph's first half, then the reverses
+    halves = [G.edge_vectors(g).split(g[G.EDGE_INDEX].shape[1] // 2) for g in graphs]
     torch.testing.assert_close(
-        G.edge_vectors(batch), torch.cat([G.edge_vectors(g) for g in graphs]))
+        G.edge_vectors(batch), torch.cat([h[0] for h in halves] + [h[1] for h in halves]))
+    h = ei.shape[1] // 2
+    assert torch.equal(ei[:, h:], ei[:, :h].flip(0))
 
 
 def test_collate_rejects_mismatched_keys():
