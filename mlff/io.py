@@ -30,7 +30,21 @@ from mlff.errors import MLFFError, ModelFileError, ModelFileWarning
 from mlff.model_migrations import MIGRATIONS
 from mlff.structure_files import first_line
 from mlff.models.potential import Potential
-from mlff.models.registry import build_model, model_type_of
+
+def build_model(model_type: str, config: Dict[str, object]) -> torch.nn.Module:
+    """:func:`mlff.models.registry.build_model`, imported when first needed: the registry
+    imports e3nn, which a command that fails on a bad file never has to load."""
+    from mlff.models.registry import build_model as build
+
+    return build(model_type, config)
+
+
+def model_type_of(model: torch.nn.Module) -> str:
+    """:func:`mlff.models.registry.model_type_of` (imported when first needed)."""
+    from mlff.models.registry import model_type_of as type_of
+
+    return type_of(model)
+
 
 #: The shipped default model, relative to the assets directory (:mod:`mlff.assets_path`).
 DEFAULT_MODEL = "models/mace_organic_gfn2_ensemble.pt"

@@ -37,13 +37,14 @@ def run_train(args: argparse.Namespace) -> int:
     from mlff.atomic import check_writable, removed_if_left_empty
     from mlff.run_lock import run_lock
     from mlff.train.config import TrainConfig
-    from mlff.train.distributed import rank_world, run_training_parallel
-    from mlff.train.trainer import run_training
 
     if args.nproc > 1 and args.finalize:
         raise ValueError("--finalize runs in one process; drop --nproc")
-    out = TrainConfig.from_yaml(args.config).out  # validates the config first
+    out = TrainConfig.from_yaml(args.config).out  # validates the config before torch is imported
     check_writable(out, "training output folder")
+    from mlff.train.distributed import rank_world, run_training_parallel
+    from mlff.train.trainer import run_training
+
     launched_rank = int(os.environ.get("RANK", "0"))  # torchrun/srun set it before the group exists
     guard = run_lock(out, "mlff train") if launched_rank == 0 else removed_if_left_empty(out)
     with guard:
