@@ -271,6 +271,18 @@ def mirrored_half(edge_index: Tensor, vectors: Tensor) -> int:
     return half
 
 
+def per_pair(values: Tensor, half: int) -> Tensor:
+    """Distance-only edge features computed for the first ``half`` edges ``[M, H, F]`` ->
+    all edges ``[M, 2H, F]`` (edges in :func:`mirror_order`; ``half`` 0: the
+    features were computed for every edge and are returned as they are)."""
+    return torch.cat([values, values], dim=1) if half > 0 else values
+
+
+def first_half(values: Tensor, half: int) -> Tensor:
+    """``[M, E, F]`` -> the first ``half`` edges ``[M, H, F]`` (all of them when ``half`` is 0)."""
+    return values.narrow(1, 0, half) if half > 0 else values
+
+
 def vesin_neighbor_list(
     positions: Tensor,
     r_cut: float,

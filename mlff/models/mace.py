@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
+from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
@@ -172,13 +173,16 @@ class InteractionBlock(nn.Module):
         edge_radial: Tensor,
         edge_index: Tensor,
         species_onehot: Tensor,
+        half: int = 0,
     ) -> Tensor:
+        """``half``: > 0 when the edges are in mirror order (:func:`mlff.neighbors.mirrored_half`)."""
         sender = edge_index[0]
         receiver = edge_index[1]
         m, n = node_feats.shape[0], node_feats.shape[1]
         n_edges = sender.shape[0]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
-        weights = self.radial(edge_radial).unbind(0)  # M x [E, W]
+        # the radial MLP depends on the distance alone: once per pair in mirror order
+        weights = per_pair(self.radial(first_half(edge_radial, half)), half).unbind(0)  # M x [E, W]
         # One member at a time on the edges, so every per-edge tensor is the size of a single
         # model's ([E, W], [E, mid]; an ensemble's [M, E, mid] is over 100 MB on a 192-water box),
         # with the node gathers and scatters along dim 0.
@@ -307,11 +311,12 @@ class MACE(EnergyModel):
         lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
         edge_attrs = self.spherical_harmonics(vectors.reshape(-1, 3))  # [M*E, (max_ell+1)^2]
         edge_radial = self.bessel(lengths) * self.envelope(lengths)  # [M, E, num_bessel]
+        half = mirrored_half(edge_index, vectors)  # > 0: edges in mirror order
         onehot = torch.nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
         node_feats = self.embedding(species).view(n, m, self.channels).transpose(0, 1)  # [M, N, C]
         readout = torch.zeros(m, n, dtype=vectors.dtype, device=vectors.device)
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
-            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot)
+            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half)
             node_feats = product(a, node_feats, onehot, species)
             readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
         return self.atomic_energies(species, readout, edge_index, lengths)

@@ -38,7 +38,7 @@ from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.nn import cartesian
 from mlff.nn.linear import GroupedLayerNorm, GroupedLinear
-from mlff.neighbors import mirrored_half
+from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.radial import BesselBasis, CosineCutoff, ExpNormalBasis
 
 ACTIVATIONS = ("silu", "tanh")
@@ -89,18 +89,6 @@ class TensorNetConfig(ModelConfig):
             raise ValueError(f"radial_basis must be one of {list(RADIAL_BASES)}, got {self.radial_basis!r}")
         self._normalise_and_check({"channels": self.channels >= 2, "num_layers": self.num_layers >= 0,
                                    "num_rbf": self.num_rbf >= 1})
-
-
-def per_pair(values: Tensor, half: int) -> Tensor:
-    """Distance-only edge features computed for the first ``half`` edges ``[M, H, F]`` ->
-    all edges ``[M, 2H, F]`` (edges in :func:`mlff.neighbors.mirror_order`; ``half`` 0: the
-    features were computed for every edge and are returned as they are)."""
-    return torch.cat([values, values], dim=1) if half > 0 else values
-
-
-def first_half(values: Tensor, half: int) -> Tensor:
-    """``[M, E, F]`` -> the first ``half`` edges ``[M, H, F]`` (all of them when ``half`` is 0)."""
-    return values.narrow(1, 0, half) if half > 0 else values
 
 
 class Activation(nn.Module):

@@ -199,6 +199,25 @@ class ModelTests:
                 torch.testing.assert_close(out["stress"][k], single["stress"][0], **TOL[dtype])
             start += n
 
+    def test_mirror_order_and_shuffled_edges_agree(self):
+        """Graphs come in mirror order (edge k + E/2 reverses edge k) and batches keep it; a
+        model's once-per-pair distance features give the energies, forces and stress of the
+        same graph with its edges shuffled (the every-edge path), periodic images included."""
+        from mlff.neighbors import mirrored_half
+
+        pot = self.potential(torch.float64)
+        graphs = [graph_of(periodic_box(2, box=4.0), pot), graph_of(rattled("CH3CH2OH", 3), pot)]
+        for g in graphs + [G.collate(graphs)]:
+            assert mirrored_half(g[G.EDGE_INDEX], G.edge_vectors(g)) == g[G.EDGE_INDEX].shape[1] // 2 > 0
+            perm = torch.randperm(g[G.EDGE_INDEX].shape[1], generator=torch.Generator().manual_seed(0))
+            shuffled = dict(g)
+            shuffled[G.EDGE_INDEX] = g[G.EDGE_INDEX][:, perm]
+            shuffled[G.UNIT_SHIFTS] = g[G.UNIT_SHIFTS][perm]
+            assert mirrored_half(shuffled[G.EDGE_INDEX], G.edge_vectors(shuffled)) == 0
+            a, b = pot(g, compute_stress=True), pot(shuffled, compute_stress=True)
+            for key in ("energy", "forces", "stress"):
+                torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
+
     # --- periodicity --------------------------------------------------------------------
 
     def test_supercell_is_extensive(self):

@@ -190,26 +190,3 @@ def test_energy_changes_under_a_reflection_of_a_chiral_molecule_only_through_geo
     torch.testing.assert_close(pot(graph_of(mirrored, pot))["energy"], pot(graph_of(atoms, pot))["energy"],
                                rtol=1e-12, atol=1e-12)
 
-
-def test_per_pair_radial_features_change_nothing_but_the_cost(small_potential):
-    """Graphs come in mirror order (edge k + E/2 reverses edge k), batches keep it, and the
-    model's once-per-pair radial networks give the energies, forces and stress of the same graph
-    with its edges shuffled (which takes the every-edge path), periodic images included."""
-    from mlff.neighbors import mirrored_half
-
-    from model_mixins import periodic_box
-
-    pot = small_potential(model_type="tensornet", elements=(1, 6, 8), seed=5)
-    graphs = [graph_of(periodic_box(2, box=4.0), pot), graph_of(rattled("CH3CH2OH", 3), pot)]
-    batch = G.collate(graphs)
-    for g in graphs + [batch]:
-        vec = G.edge_vectors(g)
-        assert mirrored_half(g[G.EDGE_INDEX], vec) == g[G.EDGE_INDEX].shape[1] // 2 > 0
-        perm = torch.randperm(g[G.EDGE_INDEX].shape[1], generator=torch.Generator().manual_seed(0))
-        shuffled = dict(g)
-        shuffled[G.EDGE_INDEX] = g[G.EDGE_INDEX][:, perm]
-        shuffled[G.UNIT_SHIFTS] = g[G.UNIT_SHIFTS][perm]
-        assert mirrored_half(shuffled[G.EDGE_INDEX], G.edge_vectors(shuffled)) == 0
-        a, b = pot(g, compute_stress=True), pot(shuffled, compute_stress=True)
-        for key in ("energy", "forces", "stress"):
-            torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
