@@ -104,7 +104,11 @@ def main() -> None:
                         continue
                     repeats = REPEATS[name]
                     with paused(args.pause):
-                        ours = run_ours("tensornet", paths[name], dtype, args.threads, repeats)
+                        try:
+                            ours = run_ours("tensornet", paths[name], dtype, args.threads, repeats)
+                        except RuntimeError as exc:  # killed for memory, for example
+                            ours = {"ms_per_call": None, "n_params": None, "n_edges": None,
+                                    "max_rss_MB": None, "ms_all": None, "error": str(exc)[-500:]}
                         try:
                             if kind == "torchmd-net":
                                 peer = run_peer(paths[name], dtype, args.threads, repeats, HPARAMS)
@@ -124,11 +128,11 @@ def main() -> None:
                                  n_edges=ours["n_edges"], max_rss_MB=ours["max_rss_MB"],
                                  peer_max_rss_MB=peer.get("max_rss_MB") if peer else None,
                                  ms_all=ours["ms_all"], peer_ms_all=peer.get("ms_all") if peer else None,
-                                 peer_error=error,
+                                 peer_error=error, ours_error=ours.get("error"),
                                  peer_install=peer_info() if kind == "torchmd-net" else None)
                     write_results(NAME, [rec], keep_previous_by=("system", "dtype", "peer_kind"))
-                    speed = f"{rec['speedup']:.2f}x" if rec["speedup"] else f"peer failed: {error}"
-                    print(f"{name} {dtype}: mlff TensorNet {ours['ms_per_call']:.1f} ms, {kind} "
+                    speed = f"{rec['speedup']:.2f}x" if rec["speedup"] else f"failed: {ours.get('error') or error}"
+                    print(f"{name} {dtype}: mlff TensorNet {ours['ms_per_call'] or float('nan'):.1f} ms, {kind} "
                           f"{peer['ms_per_call'] if peer else float('nan'):.1f} ms -> {speed}", file=sys.stderr)
     table()
 
@@ -142,8 +146,10 @@ def table() -> None:
         peer = f"{r['peer_value']:.1f}" if r["peer_value"] else "failed"
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         pp = f"{r['peer_n_params']:,}" if r.get("peer_n_params") else "-"
-        print(f"| {r['system']} | {r['n_atoms']} | {r['dtype']} | {r['peer_kind']} | {r['ours']:.1f} | "
-              f"{peer} | {speed} | {r['n_params']:,} / {pp} |")
+        ours = f"{r['ours']:.1f}" if r["ours"] else "failed"
+        params = f"{r['n_params']:,}" if r.get("n_params") else "-"
+        print(f"| {r['system']} | {r['n_atoms']} | {r['dtype']} | {r['peer_kind']} | {ours} | "
+              f"{peer} | {speed} | {params} / {pp} |")
 
 
 if __name__ == "__main__":
