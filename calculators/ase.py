@@ -34,6 +34,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from mlff.io import ModelLike, resolve_model
 from mlff.graph import atoms_to_graph
+from mlff.models.potential import require_supported
 from mlff import graph as G
 from mlff.graph import InputError, check_min_distance
 
@@ -66,10 +67,11 @@ class MLFFCalculator(Calculator):
         "energy", "free_energy", "energies", "forces", "stress",
         "energy_std", "forces_std", "stress_std",
     ]
-    #: ``atoms.info`` entries the model reads; a change to any of them invalidates the cached
-    #: results (see :meth:`check_state`). The current models read none; models conditioned on
-    #: e.g. total charge list their keys here.
-    info_keys: Tuple[str, ...] = ()
+    #: ``atoms.info`` entries the calculator reads; a change to any of them invalidates the
+    #: cached results (see :meth:`check_state`). ``charge`` (total, e) and ``spin``
+    #: (multiplicity) are checked against the charges and spins the model supports
+    #: (its file states them; a mismatch is an InputError, never a silent result).
+    info_keys: Tuple[str, ...] = ("charge", "spin")
 
     def __init__(
         self,
@@ -120,7 +122,10 @@ class MLFFCalculator(Calculator):
     # --- helpers ----------------------------------------------------------------------------
 
     def _graph(self, atoms: Atoms) -> Dict[str, torch.Tensor]:
-        """Validated graph of ``atoms`` on the model's device (float64 positions)."""
+        """Validated graph of ``atoms`` on the model's device (float64 positions); its total
+        charge and spin (``atoms.info``) must be ones the model supports."""
+        require_supported(self.potential, atoms.info.get("charge", 0), atoms.info.get("spin", 1),
+                          where=f"{atoms.get_chemical_formula()} (atoms.info)")
         graph = atoms_to_graph(atoms, self.potential.r_cut, self.elements, torch.float64)
         check_min_distance(graph, self.min_distance)
         return {k: v.to(self.device) for k, v in graph.items()}

@@ -101,6 +101,8 @@ def save_model(
             "elements": list(config["elements"]),
             "e0s_eV": list(config["e0s"]),
             "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
+            "supported_charges": list(potential.supported_charges),
+            "supported_spins": list(potential.supported_spins),
             **(metadata or {}),
         },
     }
@@ -163,9 +165,13 @@ def load_model_with_metadata(
             f"{path}: its config and weights do not make a {data.get('model_type')!r} model "
             f"({first_line(exc)}); the file is damaged or was not written by mlff: {_MODEL_FIX}"
         ) from exc
-    potential = Potential(model, std_scale=float(data.get("std_scale", 1.0))).to(device)
+    metadata = dict(data.get("metadata", {}))
+    # files from before the domain was recorded: every mlff model so far was neutral singlet
+    potential = Potential(model, std_scale=float(data.get("std_scale", 1.0)),
+                          supported_charges=metadata.get("supported_charges", (0,)),
+                          supported_spins=metadata.get("supported_spins", (1,))).to(device)
     potential.eval()
-    return potential, dict(data.get("metadata", {}))
+    return potential, metadata
 
 
 def verify_checksum(path: Path, data: Mapping[str, object]) -> None:
@@ -298,7 +304,8 @@ def clone_potential(potential: Potential, dtype: Optional[torch.dtype] = None) -
         config["dtype"] = dtype_name(dtype)
     new_model = build_model(model_type_of(model), config)
     new_model.load_state_dict(model.state_dict(), strict=True)
-    new = Potential(new_model, std_scale=float(potential.std_scale))
+    new = Potential(new_model, std_scale=float(potential.std_scale),
+                    supported_charges=potential.supported_charges, supported_spins=potential.supported_spins)
     return new.to(next(model.parameters()).device).eval()
 
 

@@ -183,6 +183,10 @@ def _run_hydration(config: HydrationConfig, out: Path, progress: bool) -> dict[s
                 raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                                  f"use a new --out or the same settings to resume{hint}")
     params, legs, plain = prepare_systems(config, out)
+    if config.model is not None:  # a charge the model does not support fails before the MM legs
+        from .ml_hydration import check_model_domain
+
+        check_model_domain(config, plain)
     atomic_write_text(saved, json.dumps(config.to_dict(), indent=1))
     results = {}
     for name in ("vacuum", "water"):

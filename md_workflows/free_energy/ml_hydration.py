@@ -63,6 +63,27 @@ def _switching(config, name: str, leg: CorrectionLeg, leg_dir: Path, progress: b
     return out
 
 
+def check_model_domain(config, plain: dict) -> None:
+    """Refuse a solute whose net charge (the sum of its MM partial charges) the model does not
+    support (its file states the total charges it was trained on), before anything is sampled.
+
+    Raises:
+        InputError: the net charge is outside the model's domain; the message says so.
+    """
+    import openmm
+
+    from mlff.io import resolve_model
+    from mlff.models.potential import require_supported
+
+    system, _, _, solute = plain["vacuum"]
+    nonbonded = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
+    charge = sum(nonbonded[0].getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge)
+                 for i in solute) if nonbonded else 0.0
+    if abs(charge - round(charge)) < 1e-3:  # partial charges sum to an integer up to round-off
+        charge = round(charge)
+    require_supported(resolve_model(config.model), charge, where=f"{config.label} (net charge of its MM charges)")
+
+
 def run_ml_corrections(config, out: Path, mm_result: dict, mm_legs: dict | None, plain: dict,
                        progress: bool = True) -> dict[str, Any]:
     """Sample (or resume) and analyse both correction legs; returns the "ml" block of

@@ -20,20 +20,22 @@ which is several times cheaper in memory and time.
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mlff import graph as G
 from mlff.allocator import tune_once
+from mlff.errors import InputError
 
 
 class Potential(nn.Module):
     """Wrap an energy model ``model(species, edge_index, vectors [M, E, 3]) -> energies [N, M]``
     with M members (``model.num_members``; 1 for a single model, M > 1 for an ensemble)."""
 
-    def __init__(self, model: nn.Module, std_scale: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, std_scale: float = 1.0,
+                 supported_charges: Sequence[int] = (0,), supported_spins: Sequence[int] = (1,)) -> None:
         super().__init__()
         tune_once()  # large CPU tensors reused, not page-faulted in (mlff.allocator)
         self.model = model
@@ -44,6 +46,11 @@ class Potential(nn.Module):
         self.elements = [int(z) for z in model.config.elements]
         # recalibration factor of ensemble standard deviations (fitted on validation data)
         self.register_buffer("std_scale", torch.tensor(float(std_scale), dtype=torch.float64))
+        #: total charges (e) and spin multiplicities of the structures the model was trained on;
+        #: the models take no charge or spin input, so anything else is outside their domain
+        #: (:func:`require_supported`)
+        self.supported_charges: List[int] = sorted(int(q) for q in supported_charges)
+        self.supported_spins: List[int] = sorted(int(m) for m in supported_spins)
 
     def forward(
         self,
@@ -129,3 +136,18 @@ class Potential(nn.Module):
             # inference: hand back plain values, so callers do not keep the graph alive
             out = {k: v.detach() for k, v in out.items()}
         return out
+
+
+def require_supported(potential: Potential, charge: float = 0, spin: float = 1, where: str = "structure") -> None:
+    """Raise :class:`~mlff.errors.InputError` when a total ``charge`` (e) or spin multiplicity
+    is not one the model was trained on (its file states them; mlff models take no charge or
+    spin input, so such a result would be meaningless)."""
+    if round(float(charge)) != float(charge) or int(round(float(charge))) not in potential.supported_charges:
+        raise InputError(
+            f"{where} has total charge {charge:g}, but this model supports total charges "
+            f"{potential.supported_charges} only (it was trained on such structures and takes no "
+            "charge input): use a model trained on charged structures, or a neutral structure")
+    if round(float(spin)) != float(spin) or int(round(float(spin))) not in potential.supported_spins:
+        raise InputError(
+            f"{where} has spin multiplicity {spin:g}, but this model supports multiplicities "
+            f"{potential.supported_spins} only: use a model trained on such structures")

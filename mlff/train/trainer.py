@@ -98,6 +98,11 @@ class Trainer:
             model_cfg.update({k: v for k, v in self._statistics(model_cfg, elements, r_cut).items()
                               if k in fields})
             self.potential = Potential(build_model(model_type, model_cfg))
+        # the model's domain: the total charges and spin multiplicities of its training data
+        charges, spins = training_domain(self.train_set.frames)
+        self.potential.supported_charges = sorted(set(self.potential.supported_charges if init_model else [])
+                                                  | charges)
+        self.potential.supported_spins = sorted(set(self.potential.supported_spins if init_model else []) | spins)
         self.potential.to(config.device)
         if self.world > 1:
             if config.optim.batch_size < self.world:
@@ -415,6 +420,14 @@ class Trainer:
 
     def plot_learning_curve(self) -> None:
         plot_learning_curve(self.history, self.out / "learning_curve.png")
+
+
+def training_domain(frames) -> Tuple[set, set]:
+    """Total charges (``atoms.info["charge"]``, default 0) and spin multiplicities
+    (``atoms.info["spin"]``, default 1) present in ``frames``."""
+    charges = {int(round(float(f.info.get("charge", 0)))) for f in frames}
+    spins = {int(round(float(f.info.get("spin", 1)))) for f in frames}
+    return charges, spins
 
 
 def _differences(a: Dict[str, object], b: Dict[str, object], prefix: str = "") -> List[str]:

@@ -104,7 +104,9 @@ def test_info_keys_the_model_reads_invalidate_the_cache(small_potential):
     class ChargeAware(MLFFCalculator):
         info_keys = ("charge",)
 
-    calc = ChargeAware(small_potential())
+    potential = small_potential()
+    potential.supported_charges = [0, 1]  # a model trained on neutral and cationic structures
+    calc = ChargeAware(potential)
     counter = CountingPotential(calc.potential)
     calc.potential = counter
     atoms = rattled()
