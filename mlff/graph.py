@@ -283,11 +283,11 @@ def collate(graphs: Sequence[Graph]) -> Graph:
 
 
 def _is_mirrored(graph: Graph) -> bool:
-    """Whether the graph's edges are in :func:`mlff.neighbors.mirror_order`."""
-    e, u = graph[EDGE_INDEX], graph[UNIT_SHIFTS]
-    h = e.shape[1] // 2
-    return (e.shape[1] % 2 == 0 and torch.equal(e[0, h:], e[1, :h]) and torch.equal(e[1, h:], e[0, :h])
-            and torch.equal(u[h:], -u[:h]))
+    """Whether the graph's edges are in :func:`mlff.neighbors.mirror_order` (its unit shifts
+    negate like its edge vectors)."""
+    from mlff.neighbors import mirrored_half
+
+    return graph[EDGE_INDEX].shape[1] == 0 or mirrored_half(graph[EDGE_INDEX], graph[UNIT_SHIFTS]) > 0
 
 
 def atoms_per_graph(graph: Graph) -> Tensor:

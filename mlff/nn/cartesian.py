@@ -101,6 +101,9 @@ def expand_parts(f: Tensor) -> Tensor:
 def scatter_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
     """``[M, E, ...] -> [M, size, ...]``: per member, rows of ``values`` summed into ``index``
     (along dim 0 of each member: the contiguous, fast path of ``index_add_``)."""
+    if values.shape[0] == 1:  # a single model: no stacking copy
+        v = values[0]
+        return torch.zeros((size,) + v.shape[1:], dtype=v.dtype, device=v.device).index_add_(0, index, v).unsqueeze(0)
     out: List[Tensor] = []
     for k in range(values.shape[0]):
         v = values[k]
@@ -110,4 +113,6 @@ def scatter_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
 
 def gather(values: Tensor, index: Tensor) -> Tensor:
     """``[M, N, ...] -> [M, E, ...]``: per member, the rows ``index`` (along dim 0 of each member)."""
+    if values.shape[0] == 1:  # a single model: no stacking copy
+        return values[0].index_select(0, index).unsqueeze(0)
     return torch.stack([values[k].index_select(0, index) for k in range(values.shape[0])])

@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
+from mlff.nn.radial import PolynomialCutoff
 from mlff.units import COULOMB_EV_A
 
 #: ZBL universal screening function: coefficients and exponents
@@ -62,17 +63,11 @@ class ZBLRepulsion(nn.Module):
         self.register_buffer("z_power", z ** ZBL_Z_POWER, persistent=False)
         radii = [float(covalent_radii[int(e)]) * radius_scale for e in elements]
         self.register_buffer("radius", torch.tensor(radii, dtype=torch.get_default_dtype()), persistent=False)
-        self.p = float(p)
+        self.envelope = PolynomialCutoff(1.0, p)  # applied to r / r_ij
         self.coefficients: List[float] = list(ZBL_COEFFICIENTS)
         self.exponents: List[float] = list(ZBL_EXPONENTS)
         self.screening_length = ZBL_LENGTH_A  # attributes, not globals, for TorchScript
         self.coulomb = COULOMB_EV_A
-
-    def envelope(self, x: Tensor) -> Tensor:
-        p = self.p
-        env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p) + p * (p + 2.0) * torch.pow(x, p + 1.0)
-               - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0))
-        return env * (x < 1.0).to(x.dtype)
 
     def forward(self, species: Tensor, edge_index: Tensor, lengths: Tensor) -> Tensor:
         send = species.index_select(0, edge_index[0])

@@ -32,6 +32,7 @@ from mlff.data.dataset import DataKeys, GraphDataset, random_split
 from mlff.io import load_model, save_model
 from mlff.models.potential import Potential
 from mlff.models.registry import MODELS, build_model
+from mlff.resume_check import as_json, changed_settings
 from mlff.train.finetune import elements_with, extend_elements, prepare_finetune
 from mlff.train.checkpoint import load_checkpoint, save_checkpoint
 from mlff.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -93,16 +94,16 @@ class Trainer:
             self.potential.train()
         else:
             # only the statistics this model type has fields for (TensorNet has no neighbour
-            # normalisation, for example)
-            fields = MODELS[model_type][0].__dataclass_fields__ if model_type in MODELS else {}
-            model_cfg.update({k: v for k, v in self._statistics(model_cfg, elements, r_cut).items()
-                              if k in fields})
-            self.potential = Potential(build_model(model_type, model_cfg))
+            # normalisation, for example); an unknown type is named by build_model
+            fields = set(MODELS[model_type][0].__dataclass_fields__) if model_type in MODELS else set()
+            model_cfg.update(self._statistics(model_cfg, elements, r_cut, fields))
+            self.potential = Potential(build_model(model_type, model_cfg), supported_charges=(),
+                                       supported_spins=())
         # the model's domain: the total charges and spin multiplicities of its training data
+        # (added to those of the model it was fine-tuned from)
         charges, spins = training_domain(self.train_set.frames)
-        self.potential.supported_charges = sorted(set(self.potential.supported_charges if init_model else [])
-                                                  | charges)
-        self.potential.supported_spins = sorted(set(self.potential.supported_spins if init_model else []) | spins)
+        self.potential.supported_charges = sorted(set(self.potential.supported_charges) | charges)
+        self.potential.supported_spins = sorted(set(self.potential.supported_spins) | spins)
         self.potential.to(config.device)
         if self.world > 1:
             if config.optim.batch_size < self.world:
@@ -133,7 +134,10 @@ class Trainer:
 
     # --- set-up -------------------------------------------------------------------------
 
-    def _statistics(self, model_cfg: Dict[str, object], elements: List[int], r_cut: float):
+    def _statistics(self, model_cfg: Dict[str, object], elements: List[int], r_cut: float,
+                    fields: set) -> Dict[str, object]:
+        """Elements, E0s, average neighbours, scale and shift from the training data, for the
+        config ``fields`` the model type has and ``model_cfg`` does not give."""
         from mlff.data.statistics import (
             average_num_neighbors,
             compute_e0s,
@@ -145,18 +149,18 @@ class Trainer:
         frames = self.train_set.frames
         key = self.config.data.energy_key
         filled: Dict[str, object] = {"elements": elements}
-        if "e0s" not in model_cfg:
+        if "e0s" in fields and "e0s" not in model_cfg:
             e0 = compute_e0s(frames, key, elements,
                              use_isolated=self.config.data.e0s == "isolated")
             filled["e0s"] = [e0[z] for z in elements]
         e0s = dict(zip(elements, filled.get("e0s", model_cfg.get("e0s"))))  # type: ignore[arg-type]
         molecules = [f for f in frames if not is_isolated_atom(f)]
-        if "avg_num_neighbors" not in model_cfg:
+        if "avg_num_neighbors" in fields and "avg_num_neighbors" not in model_cfg:
             filled["avg_num_neighbors"] = average_num_neighbors(molecules, r_cut)
-        if "scale" not in model_cfg:
+        if "scale" in fields and "scale" not in model_cfg:
             forces_key = self.config.data.forces_key
             filled["scale"] = float(np.sqrt(np.mean(force_components_squared(frames, forces_key)))) or 1.0
-        if "shift" not in model_cfg:
+        if "shift" in fields and "shift" not in model_cfg:
             per_atom = interaction_energies_per_atom(molecules, key, e0s)
             filled["shift"] = float(np.mean(per_atom)) if per_atom else 0.0
         return filled
@@ -210,8 +214,7 @@ class Trainer:
         # compare after filling defaults, so options added to mlff later do not block a resume;
         # budgets, later stages and outputs may change (RESUMABLE_CHANGES)
         saved = TrainConfig.from_dict(json.loads(state["config"])).to_dict()  # type: ignore[arg-type]
-        changed = _differences(json.loads(json.dumps(saved)),
-                               json.loads(json.dumps(self.config.to_dict())))
+        changed = [name for name, _, _ in changed_settings(as_json(saved), as_json(self.config.to_dict()))]
         blocking = [k for k in changed if k not in RESUMABLE_CHANGES]
         if blocking:
             raise ValueError(f"{self.out / CHECKPOINT} was written with a different config "
@@ -428,19 +431,6 @@ def training_domain(frames) -> Tuple[set, set]:
     charges = {int(round(float(f.info.get("charge", 0)))) for f in frames}
     spins = {int(round(float(f.info.get("spin", 1)))) for f in frames}
     return charges, spins
-
-
-def _differences(a: Dict[str, object], b: Dict[str, object], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    out: List[str] = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, name + ".")
-        elif va != vb:
-            out.append(name)
-    return out
 
 
 def run_training(config_path: str, resume: bool = False, progress: bool = True,
