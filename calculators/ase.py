@@ -56,6 +56,10 @@ class MLFFCalculator(Calculator):
         device: ``"cpu"`` or ``"cuda"``.
         dtype: ``None`` keeps the model's dtype; ``"float32"`` or ``"float64"`` converts it.
         min_distance: closest allowed interatomic distance (A); closer is an error.
+        memory_gb: peak-memory budget of a call (GB); ``None``: ``MLFF_MEMORY_GB``, else half of
+            the machine's memory; 0: none. Large structures are then evaluated with edge chunks
+            recomputed in the backward pass (same results, bounded memory:
+            :mod:`mlff.nn.edge_chunks`). Set on the potential, which a given Potential shares.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Raises (on calculation), each as :class:`mlff.graph.InputError` with the fix in the message:
@@ -79,10 +83,13 @@ class MLFFCalculator(Calculator):
         device: str = "cpu",
         dtype: Union[None, str, torch.dtype] = None,
         min_distance: float = MIN_DISTANCE,
+        memory_gb: Optional[float] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.potential = resolve_model(model, device, dtype)
+        if memory_gb is not None:
+            self.potential.set_memory_budget(memory_gb)
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.elements = list(self.potential.elements)

@@ -18,6 +18,10 @@ from torch import Tensor, nn
 from mlff.dtypes import DTYPES
 from mlff.nn.priors import build_priors, validate_priors
 
+#: peak memory of an energy + forces call over the sum of its tensor widths (autograd's saved
+#: inputs, temporaries and allocator slack), measured on water boxes (benchmarks/scale.py)
+MEMORY_OVERHEAD = 1.5
+
 
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype) -> Iterator[None]:
@@ -95,6 +99,9 @@ class EnergyModel(nn.Module):
         self.num_species = len(config.elements)
         self.num_members = int(config.ensemble_size)
         self.r_cut = float(config.r_cut)
+        #: edges per chunk of the message-passing blocks (0: all at once); set by the Potential
+        #: from its memory budget (:mod:`mlff.nn.edge_chunks`)
+        self.edge_chunk: int = 0
         with default_dtype(dtype):
             self._build(config)
             self.priors = nn.ModuleList(build_priors(config.priors, config.elements))
@@ -105,6 +112,29 @@ class EnergyModel(nn.Module):
         self.to(dtype)  # the e0s too (float32 models keep float32 offsets, as they always have)
 
     def _build(self, config) -> None:
+        raise NotImplementedError
+
+    def memory_costs(self) -> Dict[str, float]:
+        """Bytes per edge and per atom of an energy + forces call, for
+        :func:`mlff.nn.edge_chunks.plan_edge_chunk`: ``edge_fixed``, ``edge_layer``,
+        ``edge_chunk``, ``atom``, ``layers``. Each model sums its own tensor widths
+        (:meth:`_widths`, floats per member) and scales them by the itemsize, the members and
+        the measured ratio of peak memory to those sums (:data:`MEMORY_OVERHEAD`)."""
+        widths = self._widths()
+        item = torch.finfo(self.e0s.dtype).bits // 8
+        scale = item * self.num_members * MEMORY_OVERHEAD
+        return {
+            "edge_fixed": widths["edge_fixed"] * scale + 40.0 + 48.0 * self.num_members,
+            "edge_layer": widths["edge_layer"] * scale,
+            "edge_chunk": 2.0 * widths["edge_layer"] * scale,
+            "atom": widths["atom"] * scale,
+            "layers": widths["layers"],
+        }
+
+    def _widths(self) -> Dict[str, float]:
+        """Floats per member: ``edge_fixed`` per edge held for the whole call, ``edge_layer``
+        per edge of one message-passing layer kept for the backward pass, ``atom`` per atom
+        over all layers; ``layers``: how many layers have per-edge work."""
         raise NotImplementedError
 
     def atomic_energies(self, species: Tensor, readout: Tensor, edge_index: Tensor,

@@ -28,6 +28,7 @@ from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
+from mlff.nn.edge_chunks import chunked_edge_sum
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
@@ -165,6 +166,38 @@ class InteractionBlock(nn.Module):
         self.inv_avg_neighbors = 1.0 / float(avg_num_neighbors)
         self.channels = channels
         self.dims: List[int] = [2 * l + 1 for l in range(max_ell + 1)]
+        # floats per edge and member that autograd keeps for one layer (radial MLP activations,
+        # its weights, the gathered sender features, the product's pieces): memory planning
+        self.edge_width: float = float(2 * sum(radial_hidden) + self.tp_weight_numel
+                                       + _e3nn(irreps_in).dim + 2 * self.tp_out_dim)
+
+    def edge_sums(self, edge_index: Tensor, half: int, attrs: Tensor, edge_radial: Tensor,
+                  x: Tensor) -> Tensor:
+        """Messages of the edges ``edge_index`` ``[2, E]`` summed on their receivers: ``attrs``
+        ``[M, E, (max_ell+1)^2]``, ``edge_radial`` ``[M, E, num_bessel]``, ``x`` ``[M, N, F]``
+        -> ``[M, N, mid]`` (e3nn order)."""
+        sender = edge_index[0]
+        receiver = edge_index[1]
+        m, n = x.shape[0], x.shape[1]
+        # the radial MLP depends on the distance alone: once per pair in mirror order
+        weights = per_pair(self.radial(first_half(edge_radial, half)), half).unbind(0)  # M x [E, W]
+        # One member at a time on the edges, so every per-edge tensor is the size of a single
+        # model's ([E, W], [E, mid]; an ensemble's [M, E, mid] is over 100 MB on a 192-water box),
+        # with the node gathers and scatters along dim 0.
+        summed: List[Tensor] = []
+        for k in range(m):
+            x_edges = x[k].index_select(0, sender)  # [E, F]
+            groups = self.tp.forward_groups(x_edges, attrs[k], weights[k])  # [E, mid] in pieces
+            # sum over neighbours piece by piece, then e3nn's column order on the (fewer) nodes
+            summed.append(self.tp.to_e3nn_order([
+                torch.zeros(n, g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, receiver, g)
+                for g in groups]))
+        return torch.stack(summed)
+
+    @torch.jit.unused
+    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, attrs: Tensor,
+                      edge_radial: Tensor, x: Tensor) -> Tensor:
+        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [attrs, edge_radial], [x])
 
     def forward(
         self,
@@ -174,28 +207,20 @@ class InteractionBlock(nn.Module):
         edge_index: Tensor,
         species_onehot: Tensor,
         half: int = 0,
+        edge_chunk: int = 0,
     ) -> Tensor:
-        """``half``: > 0 when the edges are in mirror order (:func:`mlff.neighbors.mirrored_half`)."""
-        sender = edge_index[0]
-        receiver = edge_index[1]
+        """``half``: > 0 when the edges are in mirror order (:func:`mlff.neighbors.mirrored_half`);
+        ``edge_chunk`` > 0: at most that many edges at a time, recomputed in the backward pass
+        (:mod:`mlff.nn.edge_chunks`; eager only)."""
         m, n = node_feats.shape[0], node_feats.shape[1]
-        n_edges = sender.shape[0]
+        n_edges = edge_index.shape[1]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
-        # the radial MLP depends on the distance alone: once per pair in mirror order
-        weights = per_pair(self.radial(first_half(edge_radial, half)), half).unbind(0)  # M x [E, W]
-        # One member at a time on the edges, so every per-edge tensor is the size of a single
-        # model's ([E, W], [E, mid]; an ensemble's [M, E, mid] is over 100 MB on a 192-water box),
-        # with the node gathers and scatters along dim 0.
-        summed: List[Tensor] = []
-        for k in range(m):
-            x_edges = x[k].index_select(0, sender)  # [E, F]
-            attrs = edge_attrs.narrow(0, k * n_edges, n_edges)  # [E, (max_ell+1)^2]
-            groups = self.tp.forward_groups(x_edges, attrs, weights[k])  # [E, mid] in pieces
-            # sum over neighbours piece by piece, then e3nn's column order on the (fewer) nodes
-            summed.append(self.tp.to_e3nn_order([
-                torch.zeros(n, g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, receiver, g)
-                for g in groups]))
-        a = self.linear(torch.stack(summed) * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
+        attrs = edge_attrs.view(m, n_edges, -1)  # [M, E, (max_ell+1)^2]
+        if edge_chunk > 0 and n_edges > edge_chunk and not torch.jit.is_scripting():
+            summed = self._chunked_sums(edge_index, half, edge_chunk, attrs, edge_radial, x)
+        else:
+            summed = self.edge_sums(edge_index, half, attrs, edge_radial, x)
+        a = self.linear(summed * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
         for mix in self.mixing:
             a = mix(a, species_onehot)
         # per member [C x 1 | C x 3 | C x 5 | ...] -> [M, N, C, D] -> [N, M * C, D]
@@ -305,6 +330,19 @@ class MACE(EnergyModel):
             irreps_in = irreps_out
         self.channels = c.channels
 
+    def _widths(self) -> Dict[str, float]:
+        c = self.config
+        sh = (c.max_ell + 1) ** 2
+        hidden = _e3nn(_hidden_irreps(c.channels, c.max_L)).dim
+        return {
+            # vectors and their gradient, lengths, harmonics and basis with their intermediates
+            "edge_fixed": 8.0 + 3 * sh + 3 * c.num_bessel,
+            "edge_layer": max(block.edge_width for block in self.interactions),
+            # A, the contraction's intermediates and the hidden features, per layer
+            "atom": float(c.num_interactions * (c.channels * sh * (c.correlation + 3) + 4 * hidden)),
+            "layers": float(c.num_interactions),
+        }
+
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
         m = vectors.shape[0]
         n = species.shape[0]
@@ -316,7 +354,8 @@ class MACE(EnergyModel):
         node_feats = self.embedding(species).view(n, m, self.channels).transpose(0, 1)  # [M, N, C]
         readout = torch.zeros(m, n, dtype=vectors.dtype, device=vectors.device)
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
-            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half)
+            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half,
+                            self.edge_chunk)
             node_feats = product(a, node_feats, onehot, species)
             readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
         return self.atomic_energies(species, readout, edge_index, lengths)

@@ -13,6 +13,12 @@ hold every member (also present, with M = 1, for single models); ``energy_std`` 
 ``forces_std`` ``[N, 3]`` and ``stress_std`` are the standard deviations over members times the
 recalibration factor ``std_scale`` (``*_std_raw``: without it).
 
+Memory: with a budget (``memory_gb`` argument or :meth:`Potential.set_memory_budget`; default
+``MLFF_MEMORY_GB``, else half the machine's memory) the message-passing blocks take their edges
+in chunks that keep the call within it, recomputed in the backward pass
+(:mod:`mlff.nn.edge_chunks`): same results, bounded memory, eager only (a scripted Potential
+evaluates in one piece).
+
 In training mode (``potential.train()``) the derivative graph is kept (``create_graph``) so that
 losses on forces and stress can be back-propagated; call ``potential.eval()`` for inference,
 which is several times cheaper in memory and time.
@@ -20,7 +26,7 @@ which is several times cheaper in memory and time.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from mlff import graph as G
 from mlff.allocator import tune_once
 from mlff.errors import InputError
+from mlff.nn.edge_chunks import default_budget_gb, plan_edge_chunk
 
 
 class Potential(nn.Module):
@@ -35,7 +42,8 @@ class Potential(nn.Module):
     with M members (``model.num_members``; 1 for a single model, M > 1 for an ensemble)."""
 
     def __init__(self, model: nn.Module, std_scale: float = 1.0,
-                 supported_charges: Sequence[int] = (0,), supported_spins: Sequence[int] = (1,)) -> None:
+                 supported_charges: Sequence[int] = (0,), supported_spins: Sequence[int] = (1,),
+                 memory_gb: Optional[float] = None) -> None:
         super().__init__()
         tune_once()  # large CPU tensors reused, not page-faulted in (mlff.allocator)
         self.model = model
@@ -51,6 +59,22 @@ class Potential(nn.Module):
         #: (:func:`require_supported`)
         self.supported_charges: List[int] = sorted(int(q) for q in supported_charges)
         self.supported_spins: List[int] = sorted(int(m) for m in supported_spins)
+        #: evaluation memory budget (GB; 0: none, edges in one piece)
+        self.memory_gb: float = 0.0
+        self.set_memory_budget(memory_gb)
+
+    @torch.jit.unused
+    def set_memory_budget(self, memory_gb: Optional[float] = None) -> None:
+        """Peak-memory budget (GB) of a call; ``None``: ``MLFF_MEMORY_GB``, else half of this
+        machine's memory; 0: no budget (every edge at once, the fastest when it fits)."""
+        gb = default_budget_gb() if memory_gb is None else float(memory_gb)
+        if gb < 0:
+            raise ValueError(f"memory budget must be >= 0 GB (0: none), got {gb}")
+        self.memory_gb = gb
+
+    @torch.jit.unused
+    def _plan_edge_chunk(self, n_edges: int, n_atoms: int) -> None:
+        self.model.edge_chunk = plan_edge_chunk(n_edges, n_atoms, self.memory_gb, self.model.memory_costs())
 
     def forward(
         self,
@@ -65,6 +89,8 @@ class Potential(nn.Module):
         unit_shifts = graph[G.UNIT_SHIFTS]
         n_graphs = cell.shape[0]
         m = self.num_members
+        if not torch.jit.is_scripting():
+            self._plan_edge_chunk(edge_index.shape[1], positions.shape[0])
 
         # every member differentiates with respect to its own copy of positions and strain, so
         # one backward pass gives all members' forces and stresses

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.nn import cartesian
+from mlff.nn.edge_chunks import chunked_edge_sum
 from mlff.nn.linear import GroupedLayerNorm, GroupedLinear
 from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.radial import BesselBasis, CosineCutoff, ExpNormalBasis
@@ -148,19 +149,35 @@ class TensorEmbedding(nn.Module):
         recv = emb.unsqueeze(1).expand(m, s, s, c)
         return self.pair(torch.cat([send, recv], dim=3).reshape(m, s * s, 2 * c))
 
-    def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
-                edge_coeffs: Tensor, half: int) -> Tensor:
-        """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``; ``half``:
-        see :func:`per_pair`."""
+    def edge_sums(self, edge_index: Tensor, half: int, rbf: Tensor, cut: Tensor, edge_coeffs: Tensor,
+                  species: Tensor, table: Tensor) -> Tensor:
+        """The edges' tensors summed on their receivers ``[M, N, 9, C]``: ``rbf`` ``[M, E, K]``,
+        ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``, ``table``: :meth:`pair_table`."""
         sender, receiver = edge_index[0], edge_index[1]
         m, n_edges, c = rbf.shape[0], rbf.shape[1], self.channels
-        n = species.shape[0]
         pair_id = species.index_select(0, sender) * self.num_species + species.index_select(0, receiver)
-        z = self.pair_table().index_select(1, pair_id)  # [M, E, C]
+        z = table.index_select(1, pair_id)  # [M, E, C]
         radial = per_pair(self.distance(first_half(rbf, half)) * first_half(cut, half), half)  # [M, E, 3C]
         w = radial.view(m, n_edges, 3, c) * z.unsqueeze(2)  # [M, E, 3, C]
         t = cartesian.expand_parts(w) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
-        x = cartesian.scatter_sum(t, receiver, n)  # [M, N, 9, C]
+        return cartesian.scatter_sum(t, receiver, species.shape[0])  # [M, N, 9, C]
+
+    @torch.jit.unused
+    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, rbf: Tensor, cut: Tensor,
+                      edge_coeffs: Tensor, species: Tensor, table: Tensor) -> Tensor:
+        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [rbf, cut, edge_coeffs],
+                                [species, table])
+
+    def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
+                edge_coeffs: Tensor, half: int, edge_chunk: int = 0) -> Tensor:
+        """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``; ``half``:
+        see :func:`per_pair`; ``edge_chunk``: see :mod:`mlff.nn.edge_chunks`."""
+        m, c, n = rbf.shape[0], self.channels, species.shape[0]
+        table = self.pair_table()
+        if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
+            x = self._chunked_sums(edge_index, half, edge_chunk, rbf, cut, edge_coeffs, species, table)
+        else:
+            x = self.edge_sums(edge_index, half, rbf, cut, edge_coeffs, species, table)
         norm = self.norm((x * x).sum(2))  # [M, N, C]
         for linear in self.gate:
             norm = self.act(linear(norm))
@@ -184,18 +201,33 @@ class Interaction(nn.Module):
         self.register_buffer("basis", cartesian.basis(torch.get_default_dtype()).reshape(9, 9),
                              persistent=False)
 
-    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int) -> Tensor:
+    def edge_sums(self, edge_index: Tensor, half: int, rbf: Tensor, cut: Tensor, y: Tensor) -> Tensor:
+        """Messages ``y[sender] * f(r)`` summed on their receivers ``[M, N, 9, C]``: ``rbf``
+        ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``y`` ``[M, N, 9, C]``."""
         sender, receiver = edge_index[0], edge_index[1]
-        m, n, c = x.shape[0], x.shape[1], self.channels
+        m, c = y.shape[0], self.channels
         n_edges = rbf.shape[1]
         f = first_half(rbf, half)
         for linear in self.radial:
             f = self.act(linear(f))
         f = per_pair(f * first_half(cut, half), half)
         f = cartesian.expand_parts(f.view(m, n_edges, 3, c))  # [M, E, 9, C]
+        return cartesian.scatter_sum(cartesian.gather(y, sender) * f, receiver, y.shape[1])
+
+    @torch.jit.unused
+    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, rbf: Tensor, cut: Tensor,
+                      y: Tensor) -> Tensor:
+        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [rbf, cut], [y])
+
+    def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int,
+                edge_chunk: int = 0) -> Tensor:
+        m, n, c = x.shape[0], x.shape[1], self.channels
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
-        messages = cartesian.scatter_sum(cartesian.gather(y, sender) * f, receiver, n)
+        if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
+            messages = self._chunked_sums(edge_index, half, edge_chunk, rbf, cut, y)
+        else:
+            messages = self.edge_sums(edge_index, half, rbf, cut, y)
         basis = self.basis.to(x.dtype)
         y_mat = cartesian.to_matrix(y.view(m * n, 9, c), basis)
         msg_mat = cartesian.to_matrix(messages.view(m * n, 9, c), basis)
@@ -232,6 +264,18 @@ class TensorNet(EnergyModel):
         self.head_out = GroupedLinear(c.channels // 2, 1, m, bias=True)
         self.act = Activation(c.activation)
 
+    def _widths(self) -> Dict[str, float]:
+        c, k = self.config.channels, self.config.num_rbf
+        return {
+            # vectors and their gradient, lengths, basis, cutoff and the 9 edge coefficients
+            "edge_fixed": 8.0 + 3 * k + 2 + 18,
+            # radial chain (pre- and post-activation), its 9-part expansion, the gathered
+            # sender tensors and their product (the embedding's edges are fewer)
+            "edge_layer": 12.0 * c + 3 * 9 * c,
+            "atom": 12.0 * 9 * c * (self.config.num_layers + 1),
+            "layers": float(self.config.num_layers + 1),
+        }
+
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
         m, n = vectors.shape[0], species.shape[0]
         lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
@@ -241,9 +285,9 @@ class TensorNet(EnergyModel):
             rbf = rbf * cut
         edge_coeffs = cartesian.edge_coefficients(vectors / lengths)  # [M, E, 9]
         half = mirrored_half(edge_index, vectors)
-        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half)
+        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half, self.edge_chunk)
         for layer in self.layers:
-            x = layer(x, edge_index, rbf, cut, half)
+            x = layer(x, edge_index, rbf, cut, half, self.edge_chunk)
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]

@@ -218,6 +218,37 @@ class ModelTests:
             for key in ("energy", "forces", "stress"):
                 torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
 
+    def test_edge_chunks_match_one_piece(self, monkeypatch):
+        """A memory budget small enough to chunk every layer's edges (recomputed in the
+        backward pass) gives the one-piece energies, forces, stress and, in training mode, the
+        parameter gradients of a force loss; in mirror order and shuffled."""
+        from mlff.nn import edge_chunks
+
+        monkeypatch.setattr(edge_chunks, "MIN_CHUNK_EDGES", 16)
+        pot = self.potential(torch.float64).eval()
+        g = graph_of(periodic_box(2, box=4.0), pot)
+        shuffled = dict(g)
+        perm = torch.randperm(g[G.EDGE_INDEX].shape[1], generator=torch.Generator().manual_seed(1))
+        shuffled[G.EDGE_INDEX], shuffled[G.UNIT_SHIFTS] = g[G.EDGE_INDEX][:, perm], g[G.UNIT_SHIFTS][perm]
+        for graph in (g, shuffled):
+            pot.set_memory_budget(0)
+            one = pot(graph, compute_stress=True)
+            assert pot.model.edge_chunk == 0
+            pot.set_memory_budget(1e-9)
+            chunked = pot(graph, compute_stress=True)
+            assert 0 < pot.model.edge_chunk < graph[G.EDGE_INDEX].shape[1]
+            for key in ("member_energy", "member_forces", "member_stress"):
+                torch.testing.assert_close(chunked[key], one[key], rtol=1e-12, atol=1e-12)
+        pot.train()
+        grads = []
+        for budget in (0, 1e-9):
+            pot.set_memory_budget(budget)
+            pot.zero_grad()
+            out = pot(g)
+            (out["energy"].sum() + (out["forces"] ** 2).sum()).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in pot.parameters() if p.grad is not None]))
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-10)
+
     # --- periodicity --------------------------------------------------------------------
 
     def test_supercell_is_extensive(self):

@@ -1,0 +1,98 @@
+"""Edge chunking (mlff/nn/edge_chunks.py): the chunk helpers, the memory planner and its
+budget, and the routes that must keep working with a budget (TorchScript, the ASE calculator).
+Exactness for every model type is in tests/mlff/model_mixins.py
+(``test_edge_chunks_match_one_piece``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlff import graph as G
+from mlff.neighbors import mirrored_half
+from mlff.nn import edge_chunks
+from mlff.nn.edge_chunks import chunk_bounds, plan_edge_chunk, take_chunk
+
+from model_mixins import graph_of, periodic_box
+
+
+def test_mirror_order_chunks_are_mirror_ordered_and_cover_every_edge_once(small_potential):
+    pot = small_potential()
+    g = graph_of(periodic_box(0, box=4.0), pot)
+    ei, vectors = g[G.EDGE_INDEX], G.edge_vectors(g)
+    half = mirrored_half(ei, vectors)
+    assert half > 0
+    seen = []
+    for a, b in chunk_bounds(ei.shape[1], half, 50):
+        chunk_ei = take_chunk(ei, a, b, half)
+        assert chunk_ei.shape[1] <= 50
+        assert mirrored_half(chunk_ei, take_chunk(vectors, a, b, half, dim=0)) == b - a
+        seen += list(range(a, b)) + list(range(a + half, b + half))
+    assert sorted(seen) == list(range(ei.shape[1]))
+    plain = chunk_bounds(101, 0, 25)
+    assert plain[0] == (0, 25) and plain[-1] == (100, 101)
+
+
+COSTS = {"edge_fixed": 100.0, "edge_layer": 1000.0, "edge_chunk": 2000.0, "atom": 10.0, "layers": 2.0}
+
+
+def test_planner_chunks_only_what_does_not_fit():
+    # 1e6 edges x (100 + 2 x 1000) B + 1e5 atoms x 10 B = 2.101 GB
+    assert plan_edge_chunk(1_000_000, 100_000, 2.2, COSTS) == 0
+    assert plan_edge_chunk(1_000_000, 100_000, 0.0, COSTS) == 0  # no budget: one piece
+    chunk = plan_edge_chunk(1_000_000, 100_000, 1.0, COSTS)
+    assert chunk == int((1e9 - 1e8 - 1e6) / 2000)
+    # a budget below the fixed part still runs, with the smallest chunk
+    assert plan_edge_chunk(1_000_000, 100_000, 0.01, COSTS) == edge_chunks.MIN_CHUNK_EDGES
+
+
+def test_budget_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFF_MEMORY_GB", "8")
+    assert edge_chunks.default_budget_gb() == 8.0
+    monkeypatch.setenv("MLFF_MEMORY_GB", "0")
+    assert edge_chunks.default_budget_gb() == 0.0
+    monkeypatch.setenv("MLFF_MEMORY_GB", "lots")
+    with pytest.raises(ValueError, match="MLFF_MEMORY_GB='lots' is not a number of GB"):
+        edge_chunks.default_budget_gb()
+    monkeypatch.delenv("MLFF_MEMORY_GB")
+    assert edge_chunks.default_budget_gb() > 0  # half of this machine's memory
+
+
+def test_model_costs_grow_with_channels_members_and_dtype(small_potential):
+    base = small_potential().model.memory_costs()
+    assert small_potential(channels=16).model.memory_costs()["edge_layer"] > base["edge_layer"]
+    assert small_potential(ensemble_size=2).model.memory_costs()["edge_layer"] == pytest.approx(2 * base["edge_layer"])
+    assert small_potential(dtype="float32").model.memory_costs()["edge_layer"] == pytest.approx(base["edge_layer"] / 2)
+
+
+@pytest.mark.parametrize("model_type", ["mace", "tensornet"])
+def test_scripted_potential_with_a_budget_evaluates_in_one_piece(small_potential, monkeypatch, model_type):
+    from e3nn.util import jit
+
+    monkeypatch.setattr(edge_chunks, "MIN_CHUNK_EDGES", 16)
+    pot = small_potential(model_type=model_type)
+    pot.set_memory_budget(1e-9)
+    g = graph_of(periodic_box(1, box=4.0), pot)
+    eager = pot(g, compute_stress=True)
+    assert pot.model.edge_chunk > 0
+    scripted = jit.script(pot)
+    out = scripted(g, True, True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(out[key], eager[key], rtol=1e-11, atol=1e-11)
+
+
+def test_ase_calculator_memory_budget(small_potential, monkeypatch):
+    from calculators.ase import MLFFCalculator
+
+    monkeypatch.setattr(edge_chunks, "MIN_CHUNK_EDGES", 16)
+    atoms = periodic_box(3, box=4.0)
+    pot = small_potential()
+    atoms.calc = MLFFCalculator(pot, memory_gb=0)
+    ref_f, ref_s = atoms.get_forces().copy(), atoms.get_stress().copy()
+    assert pot.model.edge_chunk == 0
+    atoms.calc = MLFFCalculator(pot, memory_gb=1e-9)
+    assert torch.allclose(torch.tensor(atoms.get_forces()), torch.tensor(ref_f), atol=1e-11)
+    assert torch.allclose(torch.tensor(atoms.get_stress()), torch.tensor(ref_s), atol=1e-11)
+    assert pot.model.edge_chunk > 0
+    with pytest.raises(ValueError, match="memory budget must be >= 0"):
+        MLFFCalculator(pot, memory_gb=-1)
