@@ -215,7 +215,7 @@ class InteractionBlock(nn.Module):
         m, n = node_feats.shape[0], node_feats.shape[1]
         n_edges = edge_index.shape[1]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
-        attrs = edge_attrs.view(m, n_edges, -1)  # [M, E, (max_ell+1)^2]
+        attrs = edge_attrs.view(m, n_edges, edge_attrs.shape[1])  # [M, E, (max_ell+1)^2]
         if edge_chunk > 0 and n_edges > edge_chunk and not torch.jit.is_scripting():
             summed = self._chunked_sums(edge_index, half, edge_chunk, attrs, edge_radial, x)
         else:
