@@ -95,7 +95,7 @@ def test_resume_after_kill_minus_nine(tmp_path):
     from mlff.assets_path import asset
 
     ala = ase.io.read(asset("examples/alanine_dipeptide.pdb"))
-    frames = random_displacement_frames(ala, 0.02, 240, seed=3)
+    frames = random_displacement_frames(ala, 0.02, 64, seed=3)
     inp = tmp_path / "in.extxyz"
     ase.io.write(inp, frames)
     out = tmp_path / "out.extxyz"
@@ -113,7 +113,7 @@ def test_resume_after_kill_minus_nine(tmp_path):
     proc.wait()
     assert not out.exists(), "the output must not exist before labelling completes"
     done_chunks = len(list(partial.glob("chunk_*.failed.json")))
-    assert 1 <= done_chunks < 30, f"kill came too late ({done_chunks} chunks done)"
+    assert 1 <= done_chunks < 8, f"kill came too late ({done_chunks} of 8 chunks done)"
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -125,7 +125,7 @@ def test_resume_after_kill_minus_nine(tmp_path):
     reference_out = tmp_path / "ref.extxyz"
     label_file(inp, reference_out, n_workers=1, chunk_size=8, progress=False)
     reference = ase.io.read(reference_out, ":")
-    assert [f.info["label_index"] for f in resumed] == list(range(240))
+    assert [f.info["label_index"] for f in resumed] == list(range(64))
     for a, b in zip(resumed, reference):
         assert a.info["energy_xtb"] == pytest.approx(b.info["energy_xtb"], abs=1e-9)
         np.testing.assert_allclose(a.arrays["forces_xtb"], b.arrays["forces_xtb"], atol=1e-8)
