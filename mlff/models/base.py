@@ -21,6 +21,11 @@ from mlff.nn.priors import build_priors, validate_priors
 #: peak memory of an energy + forces call over the sum of its tensor widths (autograd's saved
 #: inputs, temporaries and allocator slack), measured on water boxes (benchmarks/scale.py)
 MEMORY_OVERHEAD = 1.5
+#: one chunk's peak over its saved widths: the recomputed forward, its backward, and the blocks
+#: that glibc keeps after they are freed (mlff/allocator.py raises its thresholds, which halves
+#: the time of a chunked call): 12,288 water atoms in a 6 GB budget peaked at 11.5 GB resident
+#: with 2.0 here (7.0 GB with an untuned allocator, twice as slow); benchmarks/scale.py
+CHUNK_WORKING_SET = 2.0
 
 
 @contextlib.contextmanager
@@ -99,9 +104,10 @@ class EnergyModel(nn.Module):
         self.num_species = len(config.elements)
         self.num_members = int(config.ensemble_size)
         self.r_cut = float(config.r_cut)
-        #: edges per chunk of the message-passing blocks (0: all at once); set by the Potential
-        #: from its memory budget (:mod:`mlff.nn.edge_chunks`)
+        #: edges per chunk of the message-passing blocks and atoms per chunk of per-atom work
+        #: (0: all at once); set by the Potential from its memory budget (:mod:`mlff.nn.edge_chunks`)
         self.edge_chunk: int = 0
+        self.atom_chunk: int = 0
         with default_dtype(dtype):
             self._build(config)
             self.priors = nn.ModuleList(build_priors(config.priors, config.elements))
@@ -116,25 +122,26 @@ class EnergyModel(nn.Module):
 
     def memory_costs(self) -> Dict[str, float]:
         """Bytes per edge and per atom of an energy + forces call, for
-        :func:`mlff.nn.edge_chunks.plan_edge_chunk`: ``edge_fixed``, ``edge_layer``,
-        ``edge_chunk``, ``atom``, ``layers``. Each model sums its own tensor widths
-        (:meth:`_widths`, floats per member) and scales them by the itemsize, the members and
-        the measured ratio of peak memory to those sums (:data:`MEMORY_OVERHEAD`)."""
-        widths = self._widths()
+        :func:`mlff.nn.edge_chunks.plan_chunks`. Each model sums its own tensor widths
+        (:meth:`_widths`, floats per member) and they are scaled by the itemsize, the members
+        and the measured ratio of peak memory to those sums (:data:`MEMORY_OVERHEAD`)."""
+        w = self._widths()
         item = torch.finfo(self.e0s.dtype).bits // 8
         scale = item * self.num_members * MEMORY_OVERHEAD
         return {
-            "edge_fixed": widths["edge_fixed"] * scale + 40.0 + 48.0 * self.num_members,
-            "edge_layer": widths["edge_layer"] * scale,
-            "edge_chunk": 2.0 * widths["edge_layer"] * scale,
-            "atom": widths["atom"] * scale,
-            "layers": widths["layers"],
+            "edge_fixed": w["edge_fixed"] * scale + 40.0 + 48.0 * self.num_members,
+            "atom_fixed": w["atom_fixed"] * scale,
+            "edge_layers": w["edge_layers"] * scale,
+            "atom_layers": w["atom_layers"] * scale,
+            "edge_chunk": CHUNK_WORKING_SET * w["edge_max"] * scale,
+            "atom_chunk": CHUNK_WORKING_SET * w["atom_max"] * scale,
         }
 
     def _widths(self) -> Dict[str, float]:
-        """Floats per member: ``edge_fixed`` per edge held for the whole call, ``edge_layer``
-        per edge of one message-passing layer kept for the backward pass, ``atom`` per atom
-        over all layers; ``layers``: how many layers have per-edge work."""
+        """Floats per member: ``edge_fixed`` / ``atom_fixed`` per edge / atom held for the
+        whole call; ``edge_layers`` / ``atom_layers`` per edge / atom kept for the backward pass
+        by the chunkable work of all layers; ``edge_max`` / ``atom_max`` the largest of one
+        layer (0 where a model has no atom chunks)."""
         raise NotImplementedError
 
     def atomic_energies(self, species: Tensor, readout: Tensor, edge_index: Tensor,

@@ -28,7 +28,7 @@ from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
-from mlff.nn.edge_chunks import chunked_edge_sum
+from mlff.nn.edge_chunks import chunked_edge_sum, chunked_rows
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
@@ -267,10 +267,25 @@ class ProductBlock(nn.Module):
         self.members = members
         self.channels = channels
         self.out_dims = [2 * l + 1 for _, l, _ in irreps_out]
+        # floats per atom and member that the contraction keeps for the backward pass (both
+        # factors of every monomial product, and the coupled features): memory planning
+        c = self.contraction
+        monomials = sum(int(getattr(c, f"left_{k}").numel()) for k in range(c.num_higher))
+        self.atom_width: float = float(channels * (2 * monomials + 2 * c.coupling.shape[0]))
 
-    def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor) -> Tensor:
+    @torch.jit.unused
+    def _chunked_contraction(self, a: Tensor, species: Tensor, atom_chunk: int) -> Tensor:
+        return chunked_rows(self.contraction, atom_chunk, [a, species])
+
+    def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor,
+                atom_chunk: int = 0) -> Tensor:
+        """``atom_chunk`` > 0: the contraction (independent per atom) on at most that many atoms
+        at a time, recomputed in the backward pass (:mod:`mlff.nn.edge_chunks`; eager only)."""
         n = a.shape[0]
-        b = self.contraction(a, species)  # [N, (M*C) x irreps], irrep-major
+        if atom_chunk > 0 and n > atom_chunk and not torch.jit.is_scripting():
+            b = self._chunked_contraction(a, species, atom_chunk)
+        else:
+            b = self.contraction(a, species)  # [N, (M*C) x irreps], irrep-major
         blocks: List[Tensor] = []
         start = 0
         for d in self.out_dims:
@@ -333,14 +348,18 @@ class MACE(EnergyModel):
     def _widths(self) -> Dict[str, float]:
         c = self.config
         sh = (c.max_ell + 1) ** 2
-        hidden = _e3nn(_hidden_irreps(c.channels, c.max_L)).dim
+        edge = [block.edge_width for block in self.interactions]
+        atom = [block.atom_width for block in self.products]
+        # per layer, outside the chunked work: linear_up's output, the summed messages and the
+        # linear on them, A, and the product's linear and skip
+        held = sum(2.0 * block.tp_out_dim + 3.0 * c.channels * sh + 4.0 * _e3nn(_hidden_irreps(c.channels, c.max_L)).dim
+                   for block in self.interactions)
         return {
             # vectors and their gradient, lengths, harmonics and basis with their intermediates
             "edge_fixed": 8.0 + 3 * sh + 3 * c.num_bessel,
-            "edge_layer": max(block.edge_width for block in self.interactions),
-            # A, the contraction's intermediates and the hidden features, per layer
-            "atom": float(c.num_interactions * (c.channels * sh * (c.correlation + 3) + 4 * hidden)),
-            "layers": float(c.num_interactions),
+            "atom_fixed": held,
+            "edge_layers": float(sum(edge)), "edge_max": max(edge),
+            "atom_layers": float(sum(atom)), "atom_max": max(atom),
         }
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
@@ -356,6 +375,6 @@ class MACE(EnergyModel):
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
             a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half,
                             self.edge_chunk)
-            node_feats = product(a, node_feats, onehot, species)
+            node_feats = product(a, node_feats, onehot, species, self.atom_chunk)
             readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
         return self.atomic_energies(species, readout, edge_index, lengths)

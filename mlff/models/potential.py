@@ -15,7 +15,7 @@ recalibration factor ``std_scale`` (``*_std_raw``: without it).
 
 Memory: with a budget (``memory_gb`` argument or :meth:`Potential.set_memory_budget`; default
 ``MLFF_MEMORY_GB``, else half the machine's memory) the message-passing blocks take their edges
-in chunks that keep the call within it, recomputed in the backward pass
+(and MACE's contraction its atoms) in chunks that keep the call within it, recomputed in the backward pass
 (:mod:`mlff.nn.edge_chunks`): same results, bounded memory, eager only (a scripted Potential
 evaluates in one piece).
 
@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from mlff import graph as G
-from mlff.allocator import tune_once
+from mlff.allocator import bound_for_chunks, tune_once
 from mlff.errors import InputError
-from mlff.nn.edge_chunks import default_budget_gb, plan_edge_chunk
+from mlff.nn.edge_chunks import default_budget_gb, plan_chunks
 
 
 class Potential(nn.Module):
@@ -74,7 +74,10 @@ class Potential(nn.Module):
 
     @torch.jit.unused
     def _plan_edge_chunk(self, n_edges: int, n_atoms: int) -> None:
-        self.model.edge_chunk = plan_edge_chunk(n_edges, n_atoms, self.memory_gb, self.model.memory_costs())
+        self.model.edge_chunk, self.model.atom_chunk = plan_chunks(n_edges, n_atoms, self.memory_gb,
+                                                                   self.model.memory_costs())
+        if self.model.edge_chunk > 0 or self.model.atom_chunk > 0:
+            bound_for_chunks()  # a budget bounds resident memory, not only live tensors
 
     def forward(
         self,

@@ -265,15 +265,17 @@ class TensorNet(EnergyModel):
         self.act = Activation(c.activation)
 
     def _widths(self) -> Dict[str, float]:
-        c, k = self.config.channels, self.config.num_rbf
+        c, k, layers = self.config.channels, self.config.num_rbf, self.config.num_layers
+        # radial chain (pre- and post-activation), its 9-part expansion, the gathered sender
+        # tensors and their product; the embedding's edges are narrower
+        edge = 12.0 * c + 3 * 9 * c
         return {
             # vectors and their gradient, lengths, basis, cutoff and the 9 edge coefficients
             "edge_fixed": 8.0 + 3 * k + 2 + 18,
-            # radial chain (pre- and post-activation), its 9-part expansion, the gathered
-            # sender tensors and their product (the embedding's edges are fewer)
-            "edge_layer": 12.0 * c + 3 * 9 * c,
-            "atom": 12.0 * 9 * c * (self.config.num_layers + 1),
-            "layers": float(self.config.num_layers + 1),
+            # per-atom tensor work is not chunked (yet): normalisations, part linears, products
+            "atom_fixed": 12.0 * 9 * c * (layers + 1),
+            "edge_layers": edge * (layers + 1), "edge_max": edge,
+            "atom_layers": 0.0, "atom_max": 0.0,
         }
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:

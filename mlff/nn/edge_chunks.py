@@ -1,4 +1,4 @@
-"""Bounded-memory message passing: per-edge work in chunks, recomputed in the backward pass.
+"""Bounded-memory evaluation: per-edge and per-atom work in chunks, recomputed in the backward pass.
 
 A message-passing block computes per-edge tensors (radial MLP activations, gathered sender
 features, tensor-product pieces) and sums them onto the receiving atoms. autograd keeps every
@@ -12,6 +12,10 @@ unchunked ones up to the order of the floating-point sums (1e-15 relative in flo
 Second derivatives (training on forces) go through the checkpoints too, but a force loss keeps
 the recomputed slices alive for its own backward pass, so training memory is not bounded.
 
+The same holds per atom: MACE's symmetric contraction keeps several hundred floats per atom and
+channel for the backward pass (330 KB per atom on a water box at correlation 3), independent
+from atom to atom, so :func:`chunked_rows` evaluates it on slices of atoms the same way.
+
 Mirror order (:func:`mlff.neighbors.mirror_order`: edge ``k + H`` is edge ``k`` reversed): a
 chunk takes the pairs ``[a, b)``, i.e. edges ``[a, b)`` and ``[a + H, b + H)``, so every chunk
 is itself in mirror order (with half ``b - a``) and the per-pair savings of the models survive.
@@ -20,7 +24,7 @@ Eager only: TorchScript cannot script ``checkpoint``, so models call this from a
 ``@torch.jit.unused`` method behind ``torch.jit.is_scripting()``; a scripted model (the
 openmm-torch TorchForce route) evaluates its edges in one piece.
 
-:func:`plan_edge_chunk` turns a memory budget into a chunk size from a model's per-edge and
+:func:`plan_chunks` turns a memory budget into chunk sizes from a model's per-edge and
 per-atom costs (:meth:`mlff.models.base.EnergyModel.memory_costs`).
 """
 
@@ -35,8 +39,9 @@ from torch.utils.checkpoint import checkpoint
 
 #: the environment variable that sets the evaluation memory budget (GB) of every Potential
 MEMORY_ENV = "MLFF_MEMORY_GB"
-#: smallest chunk worth its per-chunk overhead (edges)
+#: smallest chunks worth their per-chunk overhead (edges, atoms)
 MIN_CHUNK_EDGES = 2048
+MIN_CHUNK_ATOMS = 256
 
 
 def chunk_bounds(n_edges: int, half: int, max_edges: int) -> List[Tuple[int, int]]:
@@ -80,6 +85,16 @@ def chunked_edge_sum(
     return total
 
 
+def chunked_rows(fn: Callable[..., Tensor], max_rows: int, row_tensors: Sequence[Tensor]) -> Tensor:
+    """``fn(*row_tensors)`` for a row-wise independent ``fn`` (row i of the output depends on
+    row i of every input only), on slices of at most ``max_rows`` rows (dim 0), each under a
+    non-reentrant checkpoint, concatenated along dim 0."""
+    n = row_tensors[0].shape[0]
+    parts = [checkpoint(fn, *[t.narrow(0, a, min(max_rows, n - a)) for t in row_tensors], use_reentrant=False)
+             for a in range(0, n, max_rows)]
+    return torch.cat(parts, dim=0)
+
+
 def budget_from_env() -> float:
     """The memory budget (GB) from ``MLFF_MEMORY_GB``; 0 (no budget: one piece) when unset."""
     raw = os.environ.get(MEMORY_ENV, "").strip()
@@ -106,20 +121,29 @@ def default_budget_gb() -> float:
     return 0.5 * physical / 1e9
 
 
-def plan_edge_chunk(n_edges: int, n_atoms: int, budget_gb: float, costs: Dict[str, float]) -> int:
-    """Edges per chunk that keep an energy + forces call within ``budget_gb`` (0: one piece).
+def plan_chunks(n_edges: int, n_atoms: int, budget_gb: float, costs: Dict[str, float]) -> Tuple[int, int]:
+    """Edges and atoms per chunk that keep an energy + forces call within ``budget_gb``;
+    ``(0, 0)`` (one piece) without a budget or when the unchunked call fits.
 
-    ``costs`` (bytes): ``edge_fixed`` per edge held for the whole call (vectors, harmonics,
-    radial basis, neighbour list), ``edge_layer`` per edge and layer kept for the backward pass
-    when unchunked, ``edge_chunk`` per edge of one chunk's working set (forward recomputation
-    plus its backward), ``atom`` per atom (node features of all layers), ``layers``.
-    Returns 0 when the unchunked call fits; otherwise at least :data:`MIN_CHUNK_EDGES`.
+    ``costs`` (bytes, :meth:`mlff.models.base.EnergyModel.memory_costs`): ``edge_fixed`` and
+    ``atom_fixed`` held for the whole call; ``edge_layers`` and ``atom_layers`` kept for the
+    backward pass by all layers' chunkable work when unchunked; ``edge_chunk`` and
+    ``atom_chunk`` per edge and atom of one chunk's working set (recomputation plus its
+    backward). Edge and atom chunks never coexist, so each may use what the fixed part leaves.
+    A chunk size is at least :data:`MIN_CHUNK_EDGES` / :data:`MIN_CHUNK_ATOMS`, and 0 where it
+    would hold everything.
     """
-    if budget_gb <= 0 or n_edges == 0:
-        return 0
+    if budget_gb <= 0 or n_atoms == 0:
+        return 0, 0
     budget = budget_gb * 1e9
-    fixed = n_edges * costs["edge_fixed"] + n_atoms * costs["atom"]
-    if fixed + n_edges * costs["layers"] * costs["edge_layer"] <= budget:
-        return 0
-    chunk = int((budget - fixed) / costs["edge_chunk"])
-    return max(MIN_CHUNK_EDGES, min(chunk, n_edges))
+    fixed = n_edges * costs["edge_fixed"] + n_atoms * costs["atom_fixed"]
+    if fixed + n_edges * costs["edge_layers"] + n_atoms * costs["atom_layers"] <= budget:
+        return 0, 0
+    left = max(budget - fixed, 0.0)
+
+    def size(per_item: float, count: int, smallest: int) -> int:
+        chunk = max(smallest, int(left / per_item)) if per_item > 0 else count
+        return 0 if chunk >= count else chunk
+
+    return (size(costs["edge_chunk"], n_edges, MIN_CHUNK_EDGES),
+            size(costs["atom_chunk"], n_atoms, MIN_CHUNK_ATOMS))

@@ -219,12 +219,13 @@ class ModelTests:
                 torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
 
     def test_edge_chunks_match_one_piece(self, monkeypatch):
-        """A memory budget small enough to chunk every layer's edges (recomputed in the
-        backward pass) gives the one-piece energies, forces, stress and, in training mode, the
+        """A memory budget small enough to chunk every layer's edges and per-atom work
+        (recomputed in the backward pass) gives the one-piece energies, forces, stress and, in training mode, the
         parameter gradients of a force loss; in mirror order and shuffled."""
         from mlff.nn import edge_chunks
 
         monkeypatch.setattr(edge_chunks, "MIN_CHUNK_EDGES", 16)
+        monkeypatch.setattr(edge_chunks, "MIN_CHUNK_ATOMS", 4)
         pot = self.potential(torch.float64).eval()
         g = graph_of(periodic_box(2, box=4.0), pot)
         shuffled = dict(g)
@@ -237,6 +238,7 @@ class ModelTests:
             pot.set_memory_budget(1e-9)
             chunked = pot(graph, compute_stress=True)
             assert 0 < pot.model.edge_chunk < graph[G.EDGE_INDEX].shape[1]
+            assert pot.model.atom_chunk < graph[G.POSITIONS].shape[0]  # 0 where a model has none
             for key in ("member_energy", "member_forces", "member_stress"):
                 torch.testing.assert_close(chunked[key], one[key], rtol=1e-12, atol=1e-12)
         pot.train()

@@ -11,7 +11,7 @@ import torch
 from mlff import graph as G
 from mlff.neighbors import mirrored_half
 from mlff.nn import edge_chunks
-from mlff.nn.edge_chunks import chunk_bounds, plan_edge_chunk, take_chunk
+from mlff.nn.edge_chunks import chunk_bounds, plan_chunks, take_chunk
 
 from model_mixins import graph_of, periodic_box
 
@@ -33,17 +33,21 @@ def test_mirror_order_chunks_are_mirror_ordered_and_cover_every_edge_once(small_
     assert plain[0] == (0, 25) and plain[-1] == (100, 101)
 
 
-COSTS = {"edge_fixed": 100.0, "edge_layer": 1000.0, "edge_chunk": 2000.0, "atom": 10.0, "layers": 2.0}
+COSTS = {"edge_fixed": 100.0, "atom_fixed": 10.0, "edge_layers": 2000.0, "atom_layers": 500.0,
+         "edge_chunk": 2000.0, "atom_chunk": 400.0}
 
 
 def test_planner_chunks_only_what_does_not_fit():
-    # 1e6 edges x (100 + 2 x 1000) B + 1e5 atoms x 10 B = 2.101 GB
-    assert plan_edge_chunk(1_000_000, 100_000, 2.2, COSTS) == 0
-    assert plan_edge_chunk(1_000_000, 100_000, 0.0, COSTS) == 0  # no budget: one piece
-    chunk = plan_edge_chunk(1_000_000, 100_000, 1.0, COSTS)
-    assert chunk == int((1e9 - 1e8 - 1e6) / 2000)
-    # a budget below the fixed part still runs, with the smallest chunk
-    assert plan_edge_chunk(1_000_000, 100_000, 0.01, COSTS) == edge_chunks.MIN_CHUNK_EDGES
+    # 1e6 edges x (100 + 2000) B + 1e5 atoms x (10 + 500) B = 2.151 GB
+    assert plan_chunks(1_000_000, 100_000, 2.2, COSTS) == (0, 0)
+    assert plan_chunks(1_000_000, 100_000, 0.0, COSTS) == (0, 0)  # no budget: one piece
+    edges, atoms = plan_chunks(1_000_000, 100_000, 1.0, COSTS)
+    left = 1e9 - 1e8 - 1e6
+    assert (edges, atoms) == (int(left / 2000), 0)  # every atom fits in one atom chunk
+    assert plan_chunks(1_000_000, 10_000_000, 4.0, COSTS)[1] == int((4e9 - 1e8 - 1e8) / 400)
+    # a budget below the fixed part still runs, with the smallest chunks
+    assert plan_chunks(1_000_000, 100_000, 0.01, COSTS) == (edge_chunks.MIN_CHUNK_EDGES,
+                                                            edge_chunks.MIN_CHUNK_ATOMS)
 
 
 def test_budget_from_the_environment(monkeypatch):
@@ -60,9 +64,10 @@ def test_budget_from_the_environment(monkeypatch):
 
 def test_model_costs_grow_with_channels_members_and_dtype(small_potential):
     base = small_potential().model.memory_costs()
-    assert small_potential(channels=16).model.memory_costs()["edge_layer"] > base["edge_layer"]
-    assert small_potential(ensemble_size=2).model.memory_costs()["edge_layer"] == pytest.approx(2 * base["edge_layer"])
-    assert small_potential(dtype="float32").model.memory_costs()["edge_layer"] == pytest.approx(base["edge_layer"] / 2)
+    for key in ("edge_layers", "atom_layers", "edge_chunk", "atom_chunk"):
+        assert small_potential(channels=16).model.memory_costs()[key] > base[key] > 0
+        assert small_potential(ensemble_size=2).model.memory_costs()[key] == pytest.approx(2 * base[key])
+        assert small_potential(dtype="float32").model.memory_costs()[key] == pytest.approx(base[key] / 2)
 
 
 @pytest.mark.parametrize("model_type", ["mace", "tensornet"])
