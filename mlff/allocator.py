@@ -75,7 +75,7 @@ def tune_once() -> bool:
 
 
 #: the thresholds while calls are chunked (:func:`bound_for_chunks`, bytes)
-CHUNKED_THRESHOLD = 64 << 20
+CHUNKED_THRESHOLD = 256 << 20
 _bounded = False
 
 
@@ -84,10 +84,11 @@ def bound_for_chunks() -> bool:
     (:mod:`mlff.nn.edge_chunks`), for the rest of the process.
 
     With 1 GiB thresholds glibc serves every chunk's tensors from the heap and cannot give back
-    the holes they leave between longer-lived tensors: 12,288 water atoms in a 6 GB budget then
-    peaked at 11.4 GB resident (27 s per call), and smaller chunks made it worse (19.7 GB at a
-    3 GB budget). At 64 MiB the chunk-sized blocks are mmapped and returned on free: 7.7 GB
-    (44 s). A budget is a bound on memory first. Only where :func:`tune_once` raised them.
+    the holes they leave between longer-lived tensors. Measured on 12,288 water atoms in a 6 GB
+    budget (benchmarks/scale.py's model): 1 GiB: 9.2 GB resident, 30 s per call; 256 MiB:
+    7.8 GB, 31 s; 64 MiB: 6.4 GB, 49 s (every large block page-faulted anew). A budget is a
+    bound on memory first; 256 MiB keeps it nearly for free. Only where :func:`tune_once`
+    raised them.
     """
     global _bounded
     if _bounded or not _applied:

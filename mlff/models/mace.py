@@ -28,7 +28,7 @@ from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.channelwise_tp import ChannelwiseTensorProduct
-from mlff.nn.edge_chunks import chunked_edge_sum, chunked_rows
+from mlff.nn.edge_chunks import chunked_atoms, chunked_edge_sum
 from mlff.nn.linear import GroupedLinear, GroupedMLP, IrrepsLinear
 from mlff.nn.radial import BesselBasis, PolynomialCutoff
 from mlff.nn.symmetric_contraction import SymmetricContraction
@@ -171,14 +171,14 @@ class InteractionBlock(nn.Module):
         self.edge_width: float = float(2 * sum(radial_hidden) + self.tp_weight_numel
                                        + _e3nn(irreps_in).dim + 2 * self.tp_out_dim)
 
-    def edge_sums(self, edge_index: Tensor, half: int, attrs: Tensor, edge_radial: Tensor,
-                  x: Tensor) -> Tensor:
-        """Messages of the edges ``edge_index`` ``[2, E]`` summed on their receivers: ``attrs``
-        ``[M, E, (max_ell+1)^2]``, ``edge_radial`` ``[M, E, num_bessel]``, ``x`` ``[M, N, F]``
-        -> ``[M, N, mid]`` (e3nn order)."""
+    def edge_sums(self, edge_index: Tensor, half: int, offset: int, n: int, attrs: Tensor,
+                  edge_radial: Tensor, x: Tensor) -> Tensor:
+        """Messages of the edges ``edge_index`` ``[2, E]`` summed on receivers ``offset ..
+        offset + n - 1``: ``attrs`` ``[M, E, (max_ell+1)^2]``, ``edge_radial`` ``[M, E,
+        num_bessel]``, ``x`` ``[M, N, F]`` -> ``[M, n, mid]`` (e3nn order)."""
         sender = edge_index[0]
-        receiver = edge_index[1]
-        m, n = x.shape[0], x.shape[1]
+        receiver = edge_index[1] - offset if offset > 0 else edge_index[1]
+        m = x.shape[0]
         # the radial MLP depends on the distance alone: once per pair in mirror order
         weights = per_pair(self.radial(first_half(edge_radial, half)), half).unbind(0)  # M x [E, W]
         # One member at a time on the edges, so every per-edge tensor is the size of a single
@@ -195,9 +195,9 @@ class InteractionBlock(nn.Module):
         return torch.stack(summed)
 
     @torch.jit.unused
-    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, attrs: Tensor,
-                      edge_radial: Tensor, x: Tensor) -> Tensor:
-        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [attrs, edge_radial], [x])
+    def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, attrs: Tensor, edge_radial: Tensor,
+                      x: Tensor) -> Tensor:
+        return chunked_edge_sum(self.edge_sums, edge_index, x.shape[1], edge_chunk, [attrs, edge_radial], [x])
 
     def forward(
         self,
@@ -212,14 +212,23 @@ class InteractionBlock(nn.Module):
         """``half``: > 0 when the edges are in mirror order (:func:`mlff.neighbors.mirrored_half`);
         ``edge_chunk`` > 0: at most that many edges at a time, recomputed in the backward pass
         (:mod:`mlff.nn.edge_chunks`; eager only)."""
+        return self.to_basis(self.messages(node_feats, edge_attrs, edge_radial, edge_index, species_onehot,
+                                           half, edge_chunk), species_onehot)
+
+    def messages(self, node_feats: Tensor, edge_attrs: Tensor, edge_radial: Tensor, edge_index: Tensor,
+                 species_onehot: Tensor, half: int = 0, edge_chunk: int = 0) -> Tensor:
+        """The summed messages ``[M, N, mid]`` (arguments as in :meth:`forward`)."""
         m, n = node_feats.shape[0], node_feats.shape[1]
         n_edges = edge_index.shape[1]
         x = self.linear_up(node_feats, species_onehot)  # [M, N, F]
         attrs = edge_attrs.view(m, n_edges, edge_attrs.shape[1])  # [M, E, (max_ell+1)^2]
         if edge_chunk > 0 and n_edges > edge_chunk and not torch.jit.is_scripting():
-            summed = self._chunked_sums(edge_index, half, edge_chunk, attrs, edge_radial, x)
-        else:
-            summed = self.edge_sums(edge_index, half, attrs, edge_radial, x)
+            return self._chunked_sums(edge_index, edge_chunk, attrs, edge_radial, x)
+        return self.edge_sums(edge_index, half, 0, n, attrs, edge_radial, x)
+
+    def to_basis(self, summed: Tensor, species_onehot: Tensor) -> Tensor:
+        """Summed messages ``[M, N, mid]`` -> the atomic basis ``A`` ``[N, M * C, D]`` (per atom)."""
+        m, n = summed.shape[0], summed.shape[1]
         a = self.linear(summed * self.inv_avg_neighbors, species_onehot)  # [M, N, C * D]
         for mix in self.mixing:
             a = mix(a, species_onehot)
@@ -273,19 +282,9 @@ class ProductBlock(nn.Module):
         monomials = sum(int(getattr(c, f"left_{k}").numel()) for k in range(c.num_higher))
         self.atom_width: float = float(channels * (2 * monomials + 2 * c.coupling.shape[0]))
 
-    @torch.jit.unused
-    def _chunked_contraction(self, a: Tensor, species: Tensor, atom_chunk: int) -> Tensor:
-        return chunked_rows(self.contraction, atom_chunk, [a, species])
-
-    def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor,
-                atom_chunk: int = 0) -> Tensor:
-        """``atom_chunk`` > 0: the contraction (independent per atom) on at most that many atoms
-        at a time, recomputed in the backward pass (:mod:`mlff.nn.edge_chunks`; eager only)."""
+    def forward(self, a: Tensor, node_feats: Tensor, species_onehot: Tensor, species: Tensor) -> Tensor:
         n = a.shape[0]
-        if atom_chunk > 0 and n > atom_chunk and not torch.jit.is_scripting():
-            b = self._chunked_contraction(a, species, atom_chunk)
-        else:
-            b = self.contraction(a, species)  # [N, (M*C) x irreps], irrep-major
+        b = self.contraction(a, species)  # [N, (M*C) x irreps], irrep-major
         blocks: List[Tensor] = []
         start = 0
         for d in self.out_dims:
@@ -349,11 +348,13 @@ class MACE(EnergyModel):
         c = self.config
         sh = (c.max_ell + 1) ** 2
         edge = [block.edge_width for block in self.interactions]
-        atom = [block.atom_width for block in self.products]
-        # per layer, outside the chunked work: linear_up's output, the summed messages and the
-        # linear on them, A, and the product's linear and skip
-        held = sum(2.0 * block.tp_out_dim + 3.0 * c.channels * sh + 4.0 * _e3nn(_hidden_irreps(c.channels, c.max_L)).dim
-                   for block in self.interactions)
+        hidden = _e3nn(_hidden_irreps(c.channels, c.max_L)).dim
+        # per layer, kept across the atom chunks: the summed messages and the node features
+        held = sum(block.tp_out_dim + 2.0 * hidden + 1 for block in self.interactions)
+        # per layer, inside an atom chunk: the basis (linear, mixing, A), the contraction's
+        # intermediates, the product's linear and skip, the readout
+        atom = [p.atom_width + 2.0 * i.tp_out_dim + 3.0 * c.channels * sh + 4.0 * hidden
+                for i, p in zip(self.interactions, self.products)]
         return {
             # vectors and their gradient, lengths, harmonics and basis with their intermediates
             "edge_fixed": 8.0 + 3 * sh + 3 * c.num_bessel,
@@ -372,9 +373,34 @@ class MACE(EnergyModel):
         onehot = torch.nn.functional.one_hot(species, self.num_species).to(vectors.dtype)
         node_feats = self.embedding(species).view(n, m, self.channels).transpose(0, 1)  # [M, N, C]
         readout = torch.zeros(m, n, dtype=vectors.dtype, device=vectors.device)
+        chunk_atoms = self.atom_chunk > 0 and n > self.atom_chunk and not torch.jit.is_scripting()
+        t = 0
         for interaction, product, head in zip(self.interactions, self.products, self.readouts):
-            a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half,
-                            self.edge_chunk)
-            node_feats = product(a, node_feats, onehot, species, self.atom_chunk)
-            readout = readout + head(node_feats[:, :, : self.channels]).squeeze(-1)
+            if chunk_atoms:  # the per-atom part of the layer in atom chunks (eager only)
+                summed = interaction.messages(node_feats, edge_attrs, edge_radial, edge_index, onehot, half,
+                                              self.edge_chunk)
+                node_feats, layer_readout = self._chunked_atom_update(t, summed, node_feats, onehot, species)
+            else:
+                a = interaction(node_feats, edge_attrs, edge_radial, edge_index, onehot, half,
+                                self.edge_chunk)
+                node_feats = product(a, node_feats, onehot, species)
+                layer_readout = head(node_feats[:, :, : self.channels]).squeeze(-1)
+            readout = readout + layer_readout
+            t += 1
         return self.atomic_energies(species, readout, edge_index, lengths)
+
+    @torch.jit.unused
+    def _chunked_atom_update(self, t: int, summed: Tensor, node_feats: Tensor, onehot: Tensor,
+                             species: Tensor) -> Tuple[Tensor, Tensor]:
+        """Everything of layer ``t`` after the message sums, which is independent per atom
+        (basis, contraction, linear, skip, readout), on chunks of ``atom_chunk`` atoms under
+        checkpoints: ``[M, N, F_out]`` features and ``[M, N]`` readout."""
+        interaction, product, head = self.interactions[t], self.products[t], self.readouts[t]
+
+        def update(summed_c: Tensor, feats_c: Tensor, onehot_c: Tensor, species_c: Tensor):
+            new = product(interaction.to_basis(summed_c, onehot_c), feats_c, onehot_c, species_c)
+            return new, head(new[:, :, : self.channels]).squeeze(-1)
+
+        inputs = [(summed, 1), (node_feats, 1), (onehot, 0), (species, 0)]
+        new, readout = chunked_atoms(update, species.shape[0], self.atom_chunk, inputs, out_dims=(1, 1))
+        return new, readout

@@ -149,10 +149,11 @@ class TensorEmbedding(nn.Module):
         recv = emb.unsqueeze(1).expand(m, s, s, c)
         return self.pair(torch.cat([send, recv], dim=3).reshape(m, s * s, 2 * c))
 
-    def edge_sums(self, edge_index: Tensor, half: int, rbf: Tensor, cut: Tensor, edge_coeffs: Tensor,
-                  species: Tensor, table: Tensor) -> Tensor:
-        """The edges' tensors summed on their receivers ``[M, N, 9, C]``: ``rbf`` ``[M, E, K]``,
-        ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``, ``table``: :meth:`pair_table`."""
+    def edge_sums(self, edge_index: Tensor, half: int, offset: int, n: int, rbf: Tensor, cut: Tensor,
+                  edge_coeffs: Tensor, species: Tensor, table: Tensor) -> Tensor:
+        """The edges' tensors summed on receivers ``offset .. offset + n - 1`` ``[M, n, 9, C]``:
+        ``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``, ``table``:
+        :meth:`pair_table`."""
         sender, receiver = edge_index[0], edge_index[1]
         m, n_edges, c = rbf.shape[0], rbf.shape[1], self.channels
         pair_id = species.index_select(0, sender) * self.num_species + species.index_select(0, receiver)
@@ -160,13 +161,13 @@ class TensorEmbedding(nn.Module):
         radial = per_pair(self.distance(first_half(rbf, half)) * first_half(cut, half), half)  # [M, E, 3C]
         w = radial.view(m, n_edges, 3, c) * z.unsqueeze(2)  # [M, E, 3, C]
         t = cartesian.expand_parts(w) * edge_coeffs.unsqueeze(3)  # [M, E, 9, C]
-        return cartesian.scatter_sum(t, receiver, species.shape[0])  # [M, N, 9, C]
+        return cartesian.scatter_sum(t, receiver - offset if offset > 0 else receiver, n)  # [M, n, 9, C]
 
     @torch.jit.unused
-    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, rbf: Tensor, cut: Tensor,
+    def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, rbf: Tensor, cut: Tensor,
                       edge_coeffs: Tensor, species: Tensor, table: Tensor) -> Tensor:
-        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [rbf, cut, edge_coeffs],
-                                [species, table])
+        return chunked_edge_sum(self.edge_sums, edge_index, species.shape[0], edge_chunk,
+                                [rbf, cut, edge_coeffs], [species, table])
 
     def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
                 edge_coeffs: Tensor, half: int, edge_chunk: int = 0) -> Tensor:
@@ -175,9 +176,9 @@ class TensorEmbedding(nn.Module):
         m, c, n = rbf.shape[0], self.channels, species.shape[0]
         table = self.pair_table()
         if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
-            x = self._chunked_sums(edge_index, half, edge_chunk, rbf, cut, edge_coeffs, species, table)
+            x = self._chunked_sums(edge_index, edge_chunk, rbf, cut, edge_coeffs, species, table)
         else:
-            x = self.edge_sums(edge_index, half, rbf, cut, edge_coeffs, species, table)
+            x = self.edge_sums(edge_index, half, 0, n, rbf, cut, edge_coeffs, species, table)
         norm = self.norm((x * x).sum(2))  # [M, N, C]
         for linear in self.gate:
             norm = self.act(linear(norm))
@@ -201,9 +202,10 @@ class Interaction(nn.Module):
         self.register_buffer("basis", cartesian.basis(torch.get_default_dtype()).reshape(9, 9),
                              persistent=False)
 
-    def edge_sums(self, edge_index: Tensor, half: int, rbf: Tensor, cut: Tensor, y: Tensor) -> Tensor:
-        """Messages ``y[sender] * f(r)`` summed on their receivers ``[M, N, 9, C]``: ``rbf``
-        ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``y`` ``[M, N, 9, C]``."""
+    def edge_sums(self, edge_index: Tensor, half: int, offset: int, n: int, rbf: Tensor, cut: Tensor,
+                  y: Tensor) -> Tensor:
+        """Messages ``y[sender] * f(r)`` summed on receivers ``offset .. offset + n - 1``
+        ``[M, n, 9, C]``: ``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``y`` ``[M, N, 9, C]``."""
         sender, receiver = edge_index[0], edge_index[1]
         m, c = y.shape[0], self.channels
         n_edges = rbf.shape[1]
@@ -212,12 +214,12 @@ class Interaction(nn.Module):
             f = self.act(linear(f))
         f = per_pair(f * first_half(cut, half), half)
         f = cartesian.expand_parts(f.view(m, n_edges, 3, c))  # [M, E, 9, C]
-        return cartesian.scatter_sum(cartesian.gather(y, sender) * f, receiver, y.shape[1])
+        return cartesian.scatter_sum(cartesian.gather(y, sender) * f,
+                                     receiver - offset if offset > 0 else receiver, n)
 
     @torch.jit.unused
-    def _chunked_sums(self, edge_index: Tensor, half: int, edge_chunk: int, rbf: Tensor, cut: Tensor,
-                      y: Tensor) -> Tensor:
-        return chunked_edge_sum(self.edge_sums, edge_index, half, edge_chunk, [rbf, cut], [y])
+    def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, rbf: Tensor, cut: Tensor, y: Tensor) -> Tensor:
+        return chunked_edge_sum(self.edge_sums, edge_index, y.shape[1], edge_chunk, [rbf, cut], [y])
 
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int,
                 edge_chunk: int = 0) -> Tensor:
@@ -225,9 +227,9 @@ class Interaction(nn.Module):
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
         if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
-            messages = self._chunked_sums(edge_index, half, edge_chunk, rbf, cut, y)
+            messages = self._chunked_sums(edge_index, edge_chunk, rbf, cut, y)
         else:
-            messages = self.edge_sums(edge_index, half, rbf, cut, y)
+            messages = self.edge_sums(edge_index, half, 0, n, rbf, cut, y)
         basis = self.basis.to(x.dtype)
         y_mat = cartesian.to_matrix(y.view(m * n, 9, c), basis)
         msg_mat = cartesian.to_matrix(messages.view(m * n, 9, c), basis)

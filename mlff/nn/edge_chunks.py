@@ -12,13 +12,14 @@ unchunked ones up to the order of the floating-point sums (1e-15 relative in flo
 Second derivatives (training on forces) go through the checkpoints too, but a force loss keeps
 the recomputed slices alive for its own backward pass, so training memory is not bounded.
 
-The same holds per atom: MACE's symmetric contraction keeps several hundred floats per atom and
-channel for the backward pass (330 KB per atom on a water box at correlation 3), independent
-from atom to atom, so :func:`chunked_rows` evaluates it on slices of atoms the same way.
+The same holds per atom: everything of a MACE layer after its message sums (basis, symmetric
+contraction, linears, skip, readout) is independent from atom to atom and keeps hundreds of KB
+per atom for the backward pass (the contraction alone 330 KB per water atom at correlation 3),
+so :func:`chunked_atoms` evaluates it on slices of atoms the same way.
 
-Mirror order (:func:`mlff.neighbors.mirror_order`: edge ``k + H`` is edge ``k`` reversed): a
-chunk takes the pairs ``[a, b)``, i.e. edges ``[a, b)`` and ``[a + H, b + H)``, so every chunk
-is itself in mirror order (with half ``b - a``) and the per-pair savings of the models survive.
+Edge chunks are ranges of receiving atoms (:func:`receiver_chunks`), so each chunk's sums fill
+its own rows and the rows are concatenated: linear in the atoms. They are not in mirror order,
+so chunked models compute distance features per edge, not once per pair.
 
 Eager only: TorchScript cannot script ``checkpoint``, so models call this from a
 ``@torch.jit.unused`` method behind ``torch.jit.is_scripting()``; a scripted model (the
@@ -44,55 +45,64 @@ MIN_CHUNK_EDGES = 2048
 MIN_CHUNK_ATOMS = 256
 
 
-def chunk_bounds(n_edges: int, half: int, max_edges: int) -> List[Tuple[int, int]]:
-    """``[a, b)`` ranges of at most ``max_edges`` edges covering all ``n_edges``; in mirror
-    order (``half`` > 0) ranges of pairs (each chunk then holds ``2 (b - a)`` edges)."""
-    total = half if half > 0 else n_edges
-    step = max(1, max_edges // 2 if half > 0 else max_edges)
-    return [(a, min(a + step, total)) for a in range(0, total, step)]
+def receiver_chunks(receiver: Tensor, n_atoms: int, max_edges: int) -> Tuple[Tensor, List[Tuple[int, int, int, int]]]:
+    """Edges grouped by ranges of receiving atoms, at most ``max_edges`` per group (an atom
+    with more edges than that gets a group of its own).
 
-
-def take_chunk(values: Tensor, a: int, b: int, half: int, dim: int = 1) -> Tensor:
-    """The edges of chunk ``[a, b)`` along ``dim``, in mirror order when ``half`` > 0."""
-    if half > 0:
-        return torch.cat([values.narrow(dim, a, b - a), values.narrow(dim, a + half, b - a)], dim)
-    return values.narrow(dim, a, b - a)
+    Returns the edge order ``perm`` (stable sort by receiver) and ``(a, b, s, e)`` per group:
+    atoms ``[a, b)`` receive exactly the edges ``perm[s:e]``. Groups cover disjoint atom ranges,
+    so their per-atom sums are concatenated, never added: the cost stays linear in the atoms
+    (a sum over chunks of full-size per-atom tensors would cost atoms x chunks).
+    """
+    perm = torch.argsort(receiver, stable=True)
+    ends = torch.cumsum(torch.bincount(receiver, minlength=n_atoms), 0)  # edges of atoms <= i
+    groups: List[Tuple[int, int, int, int]] = []
+    a, s = 0, 0
+    while a < n_atoms:
+        b = max(a + 1, int(torch.searchsorted(ends, s + max_edges, right=True)))
+        e = int(ends[b - 1])
+        groups.append((a, b, s, e))
+        a, s = b, e
+    return perm, groups
 
 
 def chunked_edge_sum(
     fn: Callable[..., Tensor],
     edge_index: Tensor,
-    half: int,
+    n_atoms: int,
     max_edges: int,
     edge_tensors: Sequence[Tensor],
     node_tensors: Sequence[Tensor],
 ) -> Tensor:
-    """``sum over chunks of fn(edge_index_c, half_c, *edge_tensors_c, *node_tensors)``.
-
-    ``fn`` maps a set of edges to per-atom sums (any node-level tensor shape; the sum over
-    chunks must equal ``fn`` on all edges, which holds for scatter sums onto receivers).
-    ``edge_index``: ``[2, E]``; ``edge_tensors``: ``[M, E, ...]`` (edge axis 1); ``half``: see
-    :func:`mlff.neighbors.mirrored_half`. Each chunk runs under a non-reentrant checkpoint.
+    """``fn`` on groups of edges by receiver (:func:`receiver_chunks`), the per-atom sums
+    concatenated along dim 1: ``fn(edge_index_c, 0, a, b - a, *edge_tensors_c, *node_tensors)``
+    must return the sums ``[M, b - a, ...]`` of its edges onto atoms ``a .. b-1`` (receivers
+    minus ``a``; senders stay global indices into the node tensors). The ``0`` is the mirror
+    half of the group: groups are not in mirror order. ``edge_index``: ``[2, E]``;
+    ``edge_tensors``: ``[M, E, ...]`` (edge axis 1). Each group runs under a non-reentrant
+    checkpoint.
     """
-    total: Tensor | None = None
-    for a, b in chunk_bounds(edge_index.shape[1], half, max_edges):
-        half_c = b - a if half > 0 else 0
-        inputs = [take_chunk(t, a, b, half) for t in edge_tensors]
-        part = checkpoint(fn, take_chunk(edge_index, a, b, half), half_c, *inputs, *node_tensors,
-                          use_reentrant=False)
-        total = part if total is None else total + part
-    assert total is not None, "chunked_edge_sum needs at least one edge"
-    return total
+    perm, groups = receiver_chunks(edge_index[1], n_atoms, max_edges)
+    parts: List[Tensor] = []
+    for a, b, s, e in groups:
+        idx = perm[s:e]
+        inputs = [t.index_select(1, idx) for t in edge_tensors]
+        parts.append(checkpoint(fn, edge_index.index_select(1, idx), 0, a, b - a, *inputs, *node_tensors,
+                                use_reentrant=False))
+    return torch.cat(parts, dim=1)
 
 
-def chunked_rows(fn: Callable[..., Tensor], max_rows: int, row_tensors: Sequence[Tensor]) -> Tensor:
-    """``fn(*row_tensors)`` for a row-wise independent ``fn`` (row i of the output depends on
-    row i of every input only), on slices of at most ``max_rows`` rows (dim 0), each under a
-    non-reentrant checkpoint, concatenated along dim 0."""
-    n = row_tensors[0].shape[0]
-    parts = [checkpoint(fn, *[t.narrow(0, a, min(max_rows, n - a)) for t in row_tensors], use_reentrant=False)
-             for a in range(0, n, max_rows)]
-    return torch.cat(parts, dim=0)
+def chunked_atoms(fn: Callable[..., Tuple[Tensor, ...]], n_atoms: int, max_atoms: int,
+                  inputs: Sequence[Tuple[Tensor, int]], out_dims: Sequence[int]) -> List[Tensor]:
+    """``fn(*inputs)`` for an ``fn`` that is independent per atom (atom i of every output
+    depends on atom i of every input only), on slices of at most ``max_atoms`` atoms, each
+    under a non-reentrant checkpoint. ``inputs``: (tensor, its atom axis); ``fn`` returns a
+    tuple of tensors whose atom axes are ``out_dims``; returns them concatenated."""
+    parts: List[Tuple[Tensor, ...]] = []
+    for a in range(0, n_atoms, max_atoms):
+        k = min(max_atoms, n_atoms - a)
+        parts.append(checkpoint(fn, *[t.narrow(d, a, k) for t, d in inputs], use_reentrant=False))
+    return [torch.cat([p[j] for p in parts], dim=d) for j, d in enumerate(out_dims)]
 
 
 def budget_from_env() -> float:

@@ -9,28 +9,29 @@ import pytest
 import torch
 
 from mlff import graph as G
-from mlff.neighbors import mirrored_half
 from mlff.nn import edge_chunks
-from mlff.nn.edge_chunks import chunk_bounds, plan_chunks, take_chunk
+from mlff.nn.edge_chunks import plan_chunks, receiver_chunks
 
 from model_mixins import graph_of, periodic_box
 
 
-def test_mirror_order_chunks_are_mirror_ordered_and_cover_every_edge_once(small_potential):
+def test_receiver_chunks_cover_every_edge_once_in_disjoint_atom_ranges(small_potential):
     pot = small_potential()
     g = graph_of(periodic_box(0, box=4.0), pot)
-    ei, vectors = g[G.EDGE_INDEX], G.edge_vectors(g)
-    half = mirrored_half(ei, vectors)
-    assert half > 0
-    seen = []
-    for a, b in chunk_bounds(ei.shape[1], half, 50):
-        chunk_ei = take_chunk(ei, a, b, half)
-        assert chunk_ei.shape[1] <= 50
-        assert mirrored_half(chunk_ei, take_chunk(vectors, a, b, half, dim=0)) == b - a
-        seen += list(range(a, b)) + list(range(a + half, b + half))
-    assert sorted(seen) == list(range(ei.shape[1]))
-    plain = chunk_bounds(101, 0, 25)
-    assert plain[0] == (0, 25) and plain[-1] == (100, 101)
+    receiver = g[G.EDGE_INDEX][1]
+    n = g[G.POSITIONS].shape[0]
+    perm, groups = receiver_chunks(receiver, n, 50)
+    assert groups[0][0] == 0 and groups[-1][1] == n and groups[-1][3] == receiver.shape[0]
+    for (a, b, s, e), nxt in zip(groups, groups[1:] + [None]):
+        chunk = receiver[perm[s:e]]
+        assert bool(((chunk >= a) & (chunk < b)).all())
+        assert e - s <= 50 or b == a + 1  # an atom with more edges than that stands alone
+        if nxt is not None:
+            assert (nxt[0], nxt[2]) == (b, e)
+    assert sorted(perm.tolist()) == list(range(receiver.shape[0]))
+    # an atom with more edges than a chunk holds gets a group of its own
+    _, alone = receiver_chunks(torch.tensor([0, 1, 1, 1, 2]), 3, 2)
+    assert alone == [(0, 1, 0, 1), (1, 2, 1, 4), (2, 3, 4, 5)]
 
 
 COSTS = {"edge_fixed": 100.0, "atom_fixed": 10.0, "edge_layers": 2000.0, "atom_layers": 500.0,
