@@ -24,8 +24,9 @@ setup: $(PY)
 demo: setup
 	$(VENV)/bin/mlff demo
 
+# two pytest-xdist workers (one torch thread each, tests/conftest.py), a test file per worker
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/neighbors.py
@@ -34,6 +35,7 @@ bench: setup
 	$(PY) benchmarks/openmm_md.py
 	$(PY) benchmarks/imported_vs_peer.py
 	$(PY) benchmarks/train_vs_peer.py
+	$(PY) benchmarks/scale.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
 bench-fe: setup

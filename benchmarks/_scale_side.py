@@ -2,7 +2,8 @@
 virtual environment): a water box of about N atoms, energy + forces on a prebuilt graph, with the
 MACE hyperparameters of benchmarks/_mace_side.py (identical on both sides).
 
-Usage: python _scale_side.py {mlff,mace-torch} N_ATOMS float32|float64 THREADS REPEATS
+Usage: python _scale_side.py {mlff,mace-torch} N_ATOMS|STRUCTURE.xyz float32|float64 THREADS REPEATS
+(a file for the peer, whose venv has no mlff to build the box with).
 Prints one JSON line: n_atoms, s_per_call (median of REPEATS after one warm-up call; none above 12,288 atoms),
 graph_s (neighbour list and graph), max_rss_MB (this process's peak resident memory, graph
 included), edge_chunk (mlff: edges per chunk, 0 = one piece; the budget comes from
@@ -21,17 +22,23 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _mace_side import build_mlff, build_peer  # noqa: E402
-from neighbors import water_box  # noqa: E402
 
 
 def main() -> None:
-    side, n_atoms, dtype_name, threads, repeats = sys.argv[1:6]
+    side, structure, dtype_name, threads, repeats = sys.argv[1:6]
     torch.set_num_threads(int(threads))
     dtype = torch.float32 if dtype_name == "float32" else torch.float64
-    from ase import Atoms
+    if structure.isdigit():
+        from ase import Atoms
+        from neighbors import water_box
 
-    pos, cell = water_box(int(n_atoms), seed=1)
-    atoms = Atoms("OH2" * (len(pos) // 3), positions=pos, cell=cell, pbc=True)
+        pos, cell = water_box(int(structure), seed=1)
+        atoms = Atoms("OH2" * (len(pos) // 3), positions=pos, cell=cell, pbc=True)
+    else:
+        import ase.io
+
+        atoms = ase.io.read(structure)
+    n_atoms = len(atoms)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model, call = (build_mlff if side == "mlff" else build_peer)(atoms, dtype)

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,9 @@ from _common import RESULTS, record, versions, write_results  # noqa: E402
 from mace_vs_peer import ensure_peer  # noqa: E402
 
 SIZES = (192, 1536, 12288, 49152, 98304)
+#: the chunked variant's MLFF_MEMORY_GB by size (the per-atom tensors of 98,304 atoms alone
+#: take about 12 GB, so the largest boxes get more; 6 GB elsewhere)
+BUDGET_GB = {49152: "12", 98304: "14"}
 #: variant -> (side, MLFF_MEMORY_GB)
 VARIANTS = {"mlff_chunked": ("mlff", None), "mlff_one_piece": ("mlff", "0"), "mace-torch": ("mace-torch", None)}
 
@@ -51,7 +55,17 @@ def run_one(python: str, side: str, n: int, dtype: str, threads: int, repeats: i
                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     if memory_gb is not None:
         env["MLFF_MEMORY_GB"] = memory_gb
-    proc = subprocess.Popen([python, str(HERE / "_scale_side.py"), side, str(n), dtype, str(threads),
+    structure = str(n)
+    if side != "mlff":  # the peer's venv has no mlff to build the box: hand it a file
+        import ase.io
+        from ase import Atoms
+        from neighbors import water_box
+
+        pos, cell = water_box(n, seed=1)
+        structure = str(Path(tempfile.mkdtemp()) / f"water_{n}.xyz")
+        ase.io.write(structure, Atoms("OH2" * (len(pos) // 3), positions=pos, cell=cell, pbc=True),
+                     format="extxyz")
+    proc = subprocess.Popen([python, str(HERE / "_scale_side.py"), side, structure, dtype, str(threads),
                              str(repeats)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     peak = {"gb": 0.0, "killed": False}
@@ -113,8 +127,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--memory-gb", default="6", help="MLFF_MEMORY_GB of the chunked variant")
-    parser.add_argument("--rss-limit-gb", type=float, default=21.0)
+    parser.add_argument("--memory-gb", default=None,
+                        help="MLFF_MEMORY_GB of the chunked variant (default: 6, and BUDGET_GB for the largest boxes)")
+    parser.add_argument("--rss-limit-gb", type=float, default=23.5)
     parser.add_argument("--force", action="store_true", help="remeasure what results/scale.json has")
     args = parser.parse_args()
     path = RESULTS / "scale.json"
@@ -122,9 +137,10 @@ def main() -> None:
     vers = versions("e3nn")
     for variant in args.variants:
         side, memory = VARIANTS[variant]
-        memory = args.memory_gb if variant == "mlff_chunked" else memory
         python = str(ensure_peer()) if side == "mace-torch" else sys.executable
         for n in sorted(args.sizes):
+            if variant == "mlff_chunked":
+                memory = args.memory_gb or BUDGET_GB.get(n, "6")
             key = dict(system=f"water_box_{n}", variant=variant, dtype=args.dtype)
             previous = [r for r in done if all(r.get(k) == v for k, v in key.items())]
             if previous and not args.force:
