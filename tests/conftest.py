@@ -8,6 +8,7 @@ conftest files build on them (``tests/md_workflows/conftest.py``: ``model_paths`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -18,6 +19,13 @@ from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
 from mlff.io import save_model
 from mlff.models.potential import Potential
 from mlff.models.registry import MODELS
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two workers) each worker uses one torch thread, so
+    two workers share two cores instead of four threads competing for them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
 
 #: GFN2-xTB isolated-atom energies (eV) of H, C, N, O: realistic E0s for the random models.
 E0_EV: Dict[int, float] = {1: -10.7, 6: -48.8, 7: -70.9, 8: -102.5}
