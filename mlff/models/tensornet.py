@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from mlff.defaults import DEFAULT_R_CUT
 from mlff.models.base import EnergyModel, ModelConfig
 from mlff.nn import cartesian
-from mlff.nn.edge_chunks import chunked_edge_sum
+from mlff.nn.edge_chunks import chunked_atoms, chunked_edge_sum
 from mlff.nn.linear import GroupedLayerNorm, GroupedLinear
 from mlff.neighbors import first_half, mirrored_half, per_pair
 from mlff.nn.radial import BesselBasis, CosineCutoff, ExpNormalBasis
@@ -222,23 +222,39 @@ class Interaction(nn.Module):
         return chunked_edge_sum(self.edge_sums, edge_index, y.shape[1], edge_chunk, [rbf, cut], [y])
 
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int,
-                edge_chunk: int = 0) -> Tensor:
-        m, n, c = x.shape[0], x.shape[1], self.channels
+                edge_chunk: int = 0, atom_chunk: int = 0) -> Tensor:
+        """``edge_chunk``, ``atom_chunk``: see :mod:`mlff.nn.edge_chunks` (eager only)."""
+        n = x.shape[1]
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
         if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
             messages = self._chunked_sums(edge_index, edge_chunk, rbf, cut, y)
         else:
             messages = self.edge_sums(edge_index, half, 0, n, rbf, cut, y)
+        if atom_chunk > 0 and n > atom_chunk and not torch.jit.is_scripting():
+            return self._chunked_update(x, y, messages, atom_chunk)
+        return self.update(x, y, messages)
+
+    def update(self, x: Tensor, y: Tensor, messages: Tensor) -> Tensor:
+        """The per-atom part of the layer: ``x``, ``y``, ``messages`` ``[M, n, 9, C]`` -> the new
+        ``x`` (matrix products with the messages, normalisation, part linears, square)."""
+        m, n, c = x.shape[0], x.shape[1], self.channels
         basis = self.basis.to(x.dtype)
-        y_mat = cartesian.to_matrix(y.view(m * n, 9, c), basis)
-        msg_mat = cartesian.to_matrix(messages.view(m * n, 9, c), basis)
+        y_mat = cartesian.to_matrix(y.reshape(m * n, 9, c), basis)
+        msg_mat = cartesian.to_matrix(messages.reshape(m * n, 9, c), basis)
         p = cartesian.from_matrix(cartesian.matmul(y_mat, msg_mat) + cartesian.matmul(msg_mat, y_mat),
                                   basis).view(m, n, 9, c)
         p = p / ((p * p).sum(2, keepdim=True) + 1.0)
         dx = self.after(p)
-        dx_mat = cartesian.to_matrix(dx.view(m * n, 9, c), basis)
+        dx_mat = cartesian.to_matrix(dx.reshape(m * n, 9, c), basis)
         return x + dx + cartesian.from_matrix(cartesian.matmul(dx_mat, dx_mat), basis).view(m, n, 9, c)
+
+    @torch.jit.unused
+    def _chunked_update(self, x: Tensor, y: Tensor, messages: Tensor, atom_chunk: int) -> Tensor:
+        def one(x_c: Tensor, y_c: Tensor, msg_c: Tensor):
+            return (self.update(x_c, y_c, msg_c),)
+
+        return chunked_atoms(one, x.shape[1], atom_chunk, [(x, 1), (y, 1), (messages, 1)], out_dims=(1,))[0]
 
 
 class TensorNet(EnergyModel):
@@ -274,10 +290,12 @@ class TensorNet(EnergyModel):
         return {
             # vectors and their gradient, lengths, basis, cutoff and the 9 edge coefficients
             "edge_fixed": 8.0 + 3 * k + 2 + 18,
-            # per-atom tensor work is not chunked (yet): normalisations, part linears, products
-            "atom_fixed": 12.0 * 9 * c * (layers + 1),
+            # per layer, kept across the atom chunks: x, its normalisation, y and the messages;
+            # the embedding's and the head's per-atom tensors
+            "atom_fixed": 4.0 * 9 * c * layers + 8.0 * 9 * c + 6.0 * c,
             "edge_layers": edge * (layers + 1), "edge_max": edge,
-            "atom_layers": 0.0, "atom_max": 0.0,
+            # per layer, inside an atom chunk: the matrices, their products, p, dx and dx^2
+            "atom_layers": 10.0 * 9 * c * layers, "atom_max": 10.0 * 9 * c,
         }
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
@@ -291,7 +309,7 @@ class TensorNet(EnergyModel):
         half = mirrored_half(edge_index, vectors)
         x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half, self.edge_chunk)
         for layer in self.layers:
-            x = layer(x, edge_index, rbf, cut, half, self.edge_chunk)
+            x = layer(x, edge_index, rbf, cut, half, self.edge_chunk, self.atom_chunk)
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]
