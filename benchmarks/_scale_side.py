@@ -12,7 +12,6 @@ MLFF_MEMORY_GB in the environment).
 
 import json
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import median_time  # noqa: E402
 from _mace_side import build_mlff, build_peer  # noqa: E402
 
 
@@ -43,14 +43,9 @@ def main() -> None:
     t0 = time.perf_counter()
     model, call = (build_mlff if side == "mlff" else build_peer)(atoms, dtype)
     graph_s = time.perf_counter() - t0
-    if int(n_atoms) <= 12288:  # warm-up (allocator, first-call set-up); the largest boxes: none
-        call()
-    times = []
-    for _ in range(int(repeats)):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    out = {"n_atoms": len(atoms), "s_per_call": statistics.median(times), "graph_s": graph_s,
+    # a warm-up call (allocator, first-call set-up) except for the largest boxes
+    s_per_call = median_time(call, int(repeats), warmup=1 if n_atoms <= 12288 else 0)
+    out = {"n_atoms": n_atoms, "s_per_call": s_per_call, "graph_s": graph_s,
            "max_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if side == "mlff":
         out["edge_chunk"] = int(model.model.edge_chunk)

@@ -57,8 +57,8 @@ class MLFFCalculator(Calculator):
         dtype: ``None`` keeps the model's dtype; ``"float32"`` or ``"float64"`` converts it.
         min_distance: closest allowed interatomic distance (A); closer is an error.
         memory_gb: peak-memory budget of a call (GB); ``None``: ``MLFF_MEMORY_GB``, else half of
-            the machine's memory; 0: none. Large structures are then evaluated with edge chunks
-            recomputed in the backward pass (same results, bounded memory:
+            the machine's memory; 0: none. Large structures are then evaluated in chunks of edges
+            and atoms recomputed in the backward pass (same results, bounded memory:
             :mod:`mlff.nn.edge_chunks`). Set on the potential, which a given Potential shares.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 

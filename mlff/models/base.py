@@ -21,10 +21,9 @@ from mlff.nn.priors import build_priors, validate_priors
 #: peak memory of an energy + forces call over the sum of its tensor widths (autograd's saved
 #: inputs, temporaries and allocator slack), measured on water boxes (benchmarks/scale.py)
 MEMORY_OVERHEAD = 1.5
-#: one chunk's peak over its saved widths: the recomputed forward, its backward, and the blocks
-#: that glibc keeps after they are freed (mlff/allocator.py raises its thresholds, which halves
-#: the time of a chunked call): 12,288 water atoms in a 6 GB budget peaked at 11.5 GB resident
-#: with 2.0 here (7.0 GB with an untuned allocator, twice as slow); benchmarks/scale.py
+#: one chunk's peak over its saved widths (the recomputed forward and its backward): 12,288
+#: water atoms in a 6 GB budget peak at 7.7 GB resident, 98,304 in 14 GB at 21.3 GB, torch and
+#: the graph included (benchmarks/scale.py; allocator thresholds: allocator.bound_for_chunks)
 CHUNK_WORKING_SET = 2.0
 
 

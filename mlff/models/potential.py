@@ -14,8 +14,8 @@ hold every member (also present, with M = 1, for single models); ``energy_std`` 
 recalibration factor ``std_scale`` (``*_std_raw``: without it).
 
 Memory: with a budget (``memory_gb`` argument or :meth:`Potential.set_memory_budget`; default
-``MLFF_MEMORY_GB``, else half the machine's memory) the message-passing blocks take their edges
-(and MACE's contraction its atoms) in chunks that keep the call within it, recomputed in the backward pass
+``MLFF_MEMORY_GB``, else half the machine's memory) every layer takes its edges and its
+per-atom work in chunks that keep the call within it, recomputed in the backward pass
 (:mod:`mlff.nn.edge_chunks`): same results, bounded memory, eager only (a scripted Potential
 evaluates in one piece).
 
@@ -73,7 +73,7 @@ class Potential(nn.Module):
         self.memory_gb = gb
 
     @torch.jit.unused
-    def _plan_edge_chunk(self, n_edges: int, n_atoms: int) -> None:
+    def _plan_chunks(self, n_edges: int, n_atoms: int) -> None:
         self.model.edge_chunk, self.model.atom_chunk = plan_chunks(n_edges, n_atoms, self.memory_gb,
                                                                    self.model.memory_costs())
         if self.model.edge_chunk > 0 or self.model.atom_chunk > 0:
@@ -93,7 +93,7 @@ class Potential(nn.Module):
         n_graphs = cell.shape[0]
         m = self.num_members
         if not torch.jit.is_scripting():
-            self._plan_edge_chunk(edge_index.shape[1], positions.shape[0])
+            self._plan_chunks(edge_index.shape[1], positions.shape[0])
 
         # every member differentiates with respect to its own copy of positions and strain, so
         # one backward pass gives all members' forces and stresses

@@ -8,7 +8,7 @@ needs more than 24 GB. :func:`chunked_edge_sum` evaluates a block's per-edge fun
 of the edges, each under non-reentrant :func:`torch.utils.checkpoint.checkpoint`: a slice keeps
 only its inputs, and the backward pass recomputes the slice's forward when it needs it. Peak
 memory is then one slice's working set plus the per-atom features; the results are the
-unchunked ones up to the order of the floating-point sums (1e-15 relative in float64, tests).
+unchunked ones up to the order of the floating-point sums (tests: 1e-12 in float64).
 Second derivatives (training on forces) go through the checkpoints too, but a force loss keeps
 the recomputed slices alive for its own backward pass, so training memory is not bounded.
 
@@ -32,7 +32,7 @@ per-atom costs (:meth:`mlff.models.base.EnergyModel.memory_costs`).
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -105,11 +105,11 @@ def chunked_atoms(fn: Callable[..., Tuple[Tensor, ...]], n_atoms: int, max_atoms
     return [torch.cat([p[j] for p in parts], dim=d) for j, d in enumerate(out_dims)]
 
 
-def budget_from_env() -> float:
-    """The memory budget (GB) from ``MLFF_MEMORY_GB``; 0 (no budget: one piece) when unset."""
+def budget_from_env() -> Optional[float]:
+    """The memory budget (GB) from ``MLFF_MEMORY_GB`` (0: no budget, one piece); None when unset."""
     raw = os.environ.get(MEMORY_ENV, "").strip()
     if not raw:
-        return 0.0
+        return None
     try:
         value = float(raw)
     except ValueError:
@@ -122,7 +122,7 @@ def budget_from_env() -> float:
 def default_budget_gb() -> float:
     """``MLFF_MEMORY_GB`` if set, else half of this machine's physical memory."""
     from_env = budget_from_env()
-    if from_env > 0 or os.environ.get(MEMORY_ENV, "").strip():
+    if from_env is not None:
         return from_env
     try:
         physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
