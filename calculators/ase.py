@@ -69,7 +69,7 @@ class MLFFCalculator(Calculator):
 
     implemented_properties = [
         "energy", "free_energy", "energies", "forces", "stress",
-        "energy_std", "forces_std", "stress_std",
+        "energy_std", "forces_std", "stress_std", "charges", "dipole",
     ]
     #: ``atoms.info`` entries the calculator reads; a change to any of them invalidates the
     #: cached results (see :meth:`check_state`). ``charge`` (total, e) and ``spin``
@@ -154,6 +154,9 @@ class MLFFCalculator(Calculator):
         }
         if periodic:
             res["stress"] = _voigt(np_("stress")[g])
+        if "charges" in out:  # models with learned charges (long_range charges or both)
+            res["charges"] = np_("charges")[atoms]
+            res["dipole"] = np_("dipole")[g]
         if "energy_std" in out:
             res["energy_std"] = float(np_("energy_std")[g])
             res["forces_std"] = np_("forces_std")[atoms]

@@ -16,6 +16,7 @@ key                 shape         dtype     meaning
 ``shifts``          [E, 3]        float     ``unit_shifts @ cell[batch[i]]``, Angstrom
 ``batch``           [N]           int64     graph index of each atom (sorted ascending)
 ``ptr``             [B + 1]       int64     atom offsets of each graph
+``total_charge``    [B]           float64   total charge, e (``atoms.info["charge"]``, 0)
 ``energy``          [B]           float64   target total energy, eV
 ``forces``          [N, 3]        float64   target forces, eV/A
 ``stress``          [B, 3, 3]     float64   target stress, eV/A^3, ASE sign (positive = tensile)
@@ -52,6 +53,7 @@ UNIT_SHIFTS = "unit_shifts"  # [E, 3] int64
 SHIFTS = "shifts"  # [E, 3] float, A
 BATCH = "batch"  # [N] int64
 PTR = "ptr"  # [B + 1] int64
+TOTAL_CHARGE = "total_charge"  # [B] float64, e
 
 ENERGY = "energy"  # [B] float64, eV
 FORCES = "forces"  # [N, 3] float64, eV/A
@@ -65,7 +67,7 @@ STRESS_WEIGHT = "stress_weight"  # [B] float64
 #: Per-atom keys (concatenated along dim 0 when batching).
 NODE_KEYS = (POSITIONS, ATOMIC_NUMBERS, SPECIES, FORCES)
 #: Per-graph keys (concatenated along dim 0 when batching).
-GRAPH_KEYS = (CELL, PBC, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT)
+GRAPH_KEYS = (CELL, PBC, TOTAL_CHARGE, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT)
 #: Per-edge keys.
 EDGE_KEYS = (UNIT_SHIFTS, SHIFTS)
 
@@ -168,6 +170,7 @@ def build_graph(
     pbc: Optional[Tensor] = None,
     species: Optional[Tensor] = None,
     backend: str = "vesin",
+    total_charge: float = 0.0,
 ) -> Graph:
     """A single graph with its neighbour list.
 
@@ -176,6 +179,7 @@ def build_graph(
         cell: ``[3, 3]`` (A) or None. pbc: ``[3]`` bool or None (non-periodic).
         species: ``[N]`` species indices, if the caller has a model's element list.
         backend: neighbour-list backend, see :mod:`mlff.neighbors`.
+        total_charge: the structure's total charge (e).
     """
     from mlff.neighbors import neighbor_list
 
@@ -195,6 +199,7 @@ def build_graph(
         SHIFTS: unit_shifts.to(dtype) @ cell_,  # compute_shifts for one graph, without its gather
         BATCH: torch.zeros(n, dtype=torch.long, device=device),
         PTR: torch.tensor([0, n], dtype=torch.long, device=device),
+        TOTAL_CHARGE: torch.tensor([float(total_charge)], dtype=torch.float64, device=device),
     }
     if species is not None:
         graph[SPECIES] = species.to(torch.long)
@@ -233,6 +238,7 @@ def atoms_to_graph(
         pbc=torch.tensor(atoms.pbc, dtype=torch.bool),
         species=species,
         backend=backend,
+        total_charge=float(atoms.info.get("charge", 0.0)),
     )
 
 

@@ -3,19 +3,23 @@ under the model's dtype, and the per-atom energy ``E0[Z] + scale * readout + shi
 
 A model type is a frozen config dataclass (:class:`ModelConfig` helpers) plus an
 :class:`EnergyModel` subclass that implements ``_build(config)`` and ``forward(species [N],
-edge_index [2, E], vectors [M, E, 3]) -> energies [N, M]`` (eV, float64), registered in
-:mod:`mlff.models.registry`. The Potential wrapper, ensembles, training, model files and the
+edge_index [2, E], vectors [M, E, 3], context=None) -> energies [N, M]`` (eV, float64),
+registered in :mod:`mlff.models.registry`; a model sets ``feature_dim`` in ``_build`` and hands
+its final invariant features to :meth:`EnergyModel.atomic_energies`, which adds the long-range
+block (config ``long_range``; ``context``: positions, cells and total charges from the
+Potential, :mod:`mlff.nn.longrange`). The Potential wrapper, ensembles, training, model files and the
 calculators rely on nothing else.
 """
 
 import contextlib
 from dataclasses import asdict
-from typing import Dict, Iterator, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mlff.dtypes import DTYPES
+from mlff.nn.longrange import LongRange, validate_long_range
 from mlff.nn.priors import build_priors, validate_priors
 
 #: peak memory of an energy + forces call over the sum of its tensor widths (autograd's saved
@@ -66,6 +70,9 @@ class ModelConfig:
         priors = {str(k): dict(v or {}) for k, v in dict(getattr(self, "priors")).items()}
         validate_priors(priors)
         object.__setattr__(self, "priors", priors)
+        long_range_options = {str(k): float(v) for k, v in dict(getattr(self, "long_range_options")).items()}
+        validate_long_range(getattr(self, "long_range"), long_range_options)
+        object.__setattr__(self, "long_range_options", long_range_options)
         if getattr(self, "dtype") not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {getattr(self, 'dtype')!r}")
         checks = {"ensemble_size": getattr(self, "ensemble_size") >= 1, "r_cut": getattr(self, "r_cut") > 0,
@@ -110,6 +117,15 @@ class EnergyModel(nn.Module):
         with default_dtype(dtype):
             self._build(config)
             self.priors = nn.ModuleList(build_priors(config.priors, config.elements))
+            # 0 or 1 blocks (a list, so TorchScript needs no Optional module): mlff.nn.longrange
+            blocks = [] if config.long_range == "none" else [
+                LongRange(config.long_range, config.long_range_options, self.feature_dim, self.r_cut,
+                          self.num_members, float(config.scale), self.num_species)]
+            self.long_range = nn.ModuleList(blocks)
+        #: whether the model reads the long-range context (positions, cells, total charges)
+        self.has_long_range: bool = config.long_range != "none"
+        #: whether the model predicts charges (``charges`` in the context)
+        self.has_charges: bool = config.long_range in ("charges", "both")
         e0 = torch.tensor(config.e0s if config.e0s else [0.0] * self.num_species, dtype=torch.float64)
         self.register_buffer("e0s", e0)
         self.scale = float(config.scale)
@@ -144,10 +160,19 @@ class EnergyModel(nn.Module):
         raise NotImplementedError
 
     def atomic_energies(self, species: Tensor, readout: Tensor, edge_index: Tensor,
-                        lengths: Tensor) -> Tensor:
-        """``E0[Z_i] + scale * readout + shift + priors``: readout ``[M, N]``, edge lengths
-        ``[M, E, 1]`` (A) -> ``[N, M]`` (eV, float64)."""
+                        lengths: Tensor, features: Optional[Tensor] = None, vectors: Optional[Tensor] = None,
+                        context: Optional[Dict[str, Tensor]] = None) -> Tensor:
+        """``E0[Z_i] + scale * readout + shift + priors + long range``: readout ``[M, N]``,
+        edge lengths ``[M, E, 1]`` (A) -> ``[N, M]`` (eV, float64). A model with a long-range
+        block passes its final invariant ``features`` ``[M, N, F]``, the edge ``vectors``
+        ``[M, E, 3]`` and the Potential's ``context`` (:mod:`mlff.nn.longrange`)."""
         total = self.scale * readout
         for prior in self.priors:
             total = total + prior(species, edge_index, lengths)
-        return self.e0s[species].unsqueeze(1) + total.t().to(torch.float64) + self.shift
+        out = self.e0s[species].unsqueeze(1) + total.t().to(torch.float64) + self.shift
+        for block in self.long_range:
+            if features is None or vectors is None or context is None:
+                raise RuntimeError("this model has a long-range block: call it with the Potential's "
+                                   "long-range context (positions, cells, total charges)")
+            out = out + block(features, species, edge_index, vectors, context).t()
+        return out

@@ -18,7 +18,7 @@ Atomic energy: ``E_i = E0[Z_i] + scale * sum_t readout_t(i) + shift``.
 
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from e3nn import o3
@@ -61,6 +61,9 @@ class MACEConfig(ModelConfig):
             first interaction; imported models).
         priors: physical energy terms added to the learned one, e.g. ``{"zbl": {}}``
             (:mod:`mlff.nn.priors`).
+        long_range: ``none``, ``charges`` (learned charges and their Ewald / direct
+            Coulomb energy), ``ewald_mp`` (Ewald message passing) or ``both``;
+            ``long_range_options`` tune it (:mod:`mlff.nn.longrange`).
     """
 
     elements: Tuple[int, ...]
@@ -82,6 +85,8 @@ class MACEConfig(ModelConfig):
     ensemble_size: int = 1
     residual_first: bool = False
     priors: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    long_range: str = "none"
+    long_range_options: Dict[str, float] = field(default_factory=dict)
 
     model_name = "MACE"
     tuple_fields = ("elements", "radial_mlp", "e0s")
@@ -305,8 +310,9 @@ class MACE(EnergyModel):
     With ``ensemble_size`` M > 1 the module holds M independent members (own weights, own random
     initialisation) evaluated together as batched matrix products.
 
-    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A)) -> energies [N, M]
-    (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors.
+    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A), context=None) -> energies
+    [N, M] (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors; ``context``
+    the long-range inputs from the Potential (:mod:`mlff.nn.longrange`).
     """
 
     def _build(self, c: MACEConfig) -> None:
@@ -343,6 +349,7 @@ class MACE(EnergyModel):
                 self.readouts.append(GroupedLinear(c.channels, 1, members))
             irreps_in = irreps_out
         self.channels = c.channels
+        self.feature_dim = c.channels  # the long-range block reads the last layer's scalars
 
     def _widths(self) -> Dict[str, float]:
         c = self.config
@@ -363,7 +370,8 @@ class MACE(EnergyModel):
             "atom_layers": float(sum(atom)), "atom_max": max(atom),
         }
 
-    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
+    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
+                context: Optional[Dict[str, Tensor]] = None) -> Tensor:
         m = vectors.shape[0]
         n = species.shape[0]
         lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
@@ -387,7 +395,8 @@ class MACE(EnergyModel):
                 layer_readout = head(node_feats[:, :, : self.channels]).squeeze(-1)
             readout = readout + layer_readout
             t += 1
-        return self.atomic_energies(species, readout, edge_index, lengths)
+        return self.atomic_energies(species, readout, edge_index, lengths, node_feats[:, :, : self.channels],
+                                    vectors, context)
 
     @torch.jit.unused
     def _chunked_atom_update(self, t: int, summed: Tensor, node_feats: Tensor, onehot: Tensor,

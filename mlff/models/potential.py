@@ -116,7 +116,10 @@ class Potential(nn.Module):
         shifts = G.compute_shifts(unit_shifts, cell_s, edge_graph)  # [M, E, 3]
         p = positions_s.to(self.model_dtype)
         vectors = (p[:, edge_index[0]] - p[:, edge_index[1]] + shifts.to(self.model_dtype))
-        energies_m = self.model(graph[G.SPECIES], edge_index, vectors)  # [N, M] float64
+        context: Optional[Dict[str, Tensor]] = None
+        if self.model.has_long_range:
+            context = self._long_range_context(graph, positions_s, cell_s)
+        energies_m = self.model(graph[G.SPECIES], edge_index, vectors, context)  # [N, M] float64
         member_energy = torch.zeros(
             n_graphs, m, dtype=energies_m.dtype, device=energies_m.device
         ).index_add_(0, batch, energies_m).t()  # [M, B]
@@ -129,6 +132,8 @@ class Potential(nn.Module):
             raw = member_energy.std(0, unbiased=False)
             out["energy_std_raw"] = raw
             out["energy_std"] = raw * self.std_scale
+        if context is not None and self.model.has_charges:
+            self._charge_outputs(out, context["charges"], positions, batch, n_graphs)
         if compute_forces or compute_stress:
             inputs: List[Tensor] = []
             if compute_forces:
@@ -166,6 +171,43 @@ class Potential(nn.Module):
             out = {k: v.detach() for k, v in out.items()}
         return out
 
+
+    def _long_range_context(self, graph: Dict[str, Tensor], positions: Tensor, cell: Tensor) -> Dict[str, Tensor]:
+        """The long-range block's inputs (:mod:`mlff.nn.longrange`): the members' strained
+        ``positions`` ``[M, N, 3]`` and ``cell`` ``[M, B, 3, 3]``, ``pbc``, ``ptr``, ``batch``
+        and ``total_charge`` ``[B]`` (0 where the graph has none)."""
+        n_graphs = graph[G.CELL].shape[0]
+        if G.TOTAL_CHARGE in graph:
+            total_charge = graph[G.TOTAL_CHARGE].to(torch.float64)
+        else:
+            total_charge = torch.zeros(n_graphs, dtype=torch.float64, device=positions.device)
+        if G.PTR in graph:
+            ptr = graph[G.PTR]
+        else:
+            counts = torch.bincount(graph[G.BATCH], minlength=n_graphs)
+            ptr = torch.cat([torch.zeros(1, dtype=counts.dtype, device=counts.device), counts.cumsum(0)])
+        return {
+            "positions": positions,
+            "cell": cell.expand(positions.shape[0], -1, -1, -1),
+            "pbc": graph[G.PBC],
+            "ptr": ptr,
+            "batch": graph[G.BATCH],
+            "total_charge": total_charge,
+        }
+
+    def _charge_outputs(self, out: Dict[str, Tensor], charges: Tensor, positions: Tensor, batch: Tensor,
+                        n_graphs: int) -> None:
+        """``charges`` ``[N]`` (e), ``member_charges`` ``[M, N]``, ``dipole`` ``[B, 3]`` (e A,
+        ``sum_i q_i r_i`` of the positions as given) and, for ensembles, ``charges_std``."""
+        out["member_charges"] = charges
+        out["charges"] = charges.mean(0)
+        p = positions.to(torch.float64)
+        member_dipole = torch.zeros(charges.shape[0], n_graphs, 3, dtype=torch.float64, device=p.device)
+        member_dipole = member_dipole.index_add(1, batch, charges.unsqueeze(2) * p.unsqueeze(0))
+        out["member_dipole"] = member_dipole
+        out["dipole"] = member_dipole.mean(0)
+        if charges.shape[0] > 1:
+            out["charges_std"] = charges.std(0, unbiased=False) * self.std_scale
 
 def require_supported(potential: Potential, charge: float = 0, spin: float = 1, where: str = "structure") -> None:
     """Raise :class:`~mlff.errors.InputError` when a total ``charge`` (e) or spin multiplicity

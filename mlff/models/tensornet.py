@@ -29,7 +29,7 @@ per-edge cost.
 
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,9 @@ class TensorNetConfig(ModelConfig):
         ensemble_size: number of independent members M evaluated together (1: a single model).
         priors: physical energy terms added to the learned one, e.g. ``{"zbl": {}}``
             (:mod:`mlff.nn.priors`).
+        long_range: ``none``, ``charges`` (learned charges and their Ewald / direct
+            Coulomb energy), ``ewald_mp`` (Ewald message passing) or ``both``;
+            ``long_range_options`` tune it (:mod:`mlff.nn.longrange`).
     """
 
     elements: Tuple[int, ...]
@@ -80,6 +83,8 @@ class TensorNetConfig(ModelConfig):
     dtype: str = "float64"
     ensemble_size: int = 1
     priors: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    long_range: str = "none"
+    long_range_options: Dict[str, float] = field(default_factory=dict)
 
     model_name = "TensorNet"
 
@@ -260,14 +265,16 @@ class Interaction(nn.Module):
 class TensorNet(EnergyModel):
     """The TensorNet energy model (derivatives in :class:`mlff.models.potential.Potential`).
 
-    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A)) -> energies [N, M]
-    (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors.
+    ``forward(species [N], edge_index [2, E], vectors [M, E, 3] (A), context=None) -> energies
+    [N, M] (eV, float64)``; ``vectors[m]`` is member m's copy of the edge vectors; ``context``
+    the long-range inputs from the Potential (:mod:`mlff.nn.longrange`).
     """
 
     def _build(self, c: TensorNetConfig) -> None:
         s = len(c.elements)
         m = c.ensemble_size
         self.channels = c.channels
+        self.feature_dim = c.channels  # the long-range block reads the head's input
         # exp-normal carries its cosine cutoff; the Bessel basis gets it in forward
         self.radial_basis = (ExpNormalBasis(c.r_cut, c.num_rbf) if c.radial_basis == "expnorm"
                              else BesselBasis(c.r_cut, c.num_rbf))
@@ -298,7 +305,8 @@ class TensorNet(EnergyModel):
             "atom_layers": 10.0 * 9 * c * layers, "atom_max": 10.0 * 9 * c,
         }
 
-    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor) -> Tensor:
+    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
+                context: Optional[Dict[str, Tensor]] = None) -> Tensor:
         m, n = vectors.shape[0], species.shape[0]
         lengths = torch.linalg.norm(vectors, dim=2, keepdim=True)  # [M, E, 1]
         cut = self.cutoff(lengths)
@@ -313,4 +321,4 @@ class TensorNet(EnergyModel):
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]
-        return self.atomic_energies(species, out, edge_index, lengths)
+        return self.atomic_energies(species, out, edge_index, lengths, h, vectors, context)
