@@ -36,6 +36,7 @@ bench: setup
 	$(PY) benchmarks/imported_vs_peer.py
 	$(PY) benchmarks/train_vs_peer.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/longrange_cost.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
 bench-fe: setup

@@ -5,6 +5,8 @@ peer_value, speedup, date, versions)."""
 from __future__ import annotations
 
 import datetime as _dt
+import signal
+from contextlib import contextmanager
 import json
 import os
 import platform
@@ -103,3 +105,23 @@ def write_results(name: str, records: List[Dict[str, object]],
         records = [r for r in json.loads(path.read_text()) if identity(r) not in rerun] + list(records)
     atomic_write_text(path, json.dumps(records, indent=1))
     return path
+
+
+@contextmanager
+def paused(pids):
+    """SIGSTOP the process groups of ``pids`` while timing, SIGCONT afterwards."""
+    groups = []
+    for pid in pids:
+        try:
+            groups.append(os.getpgid(pid))
+            os.killpg(groups[-1], signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+    try:
+        yield
+    finally:
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGCONT)
+            except ProcessLookupError:
+                pass

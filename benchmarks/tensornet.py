@@ -13,17 +13,15 @@ at the same time (``--pause PID`` stops a background job's process group while t
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, paused, record, versions, write_results  # noqa: E402
 from mace_vs_peer import systems  # noqa: E402
 from neighbors import water_box  # noqa: E402
 from tensornet_peer import PeerOutOfMemory, peer_info, run_peer  # noqa: E402
@@ -54,26 +52,6 @@ def run_ours(kind: str, path: Path, dtype: str, threads: int, repeats: int) -> d
     if res.returncode != 0:
         raise RuntimeError(f"mlff {kind} failed on {path.name} {dtype}:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-@contextmanager
-def paused(pids):
-    """SIGSTOP the process groups of ``pids`` while timing, SIGCONT afterwards."""
-    groups = []
-    for pid in pids:
-        try:
-            groups.append(os.getpgid(pid))
-            os.killpg(groups[-1], signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
-    try:
-        yield
-    finally:
-        for g in groups:
-            try:
-                os.killpg(g, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 def previous():

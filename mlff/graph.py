@@ -22,9 +22,13 @@ key                 shape         dtype     meaning
 ``stress``          [B, 3, 3]     float64   target stress, eV/A^3, ASE sign (positive = tensile)
 ``virial``          [B, 3, 3]     float64   target virial, eV (``-stress * volume``)
 ``weight``          [B]           float64   per-graph loss weight
+``ref_charges``     [N]           float64   target atomic charges, e (optional)
+``ref_dipole``      [B, 3]        float64   target dipole, e A (optional)
 ``energy_weight``   [B]           float64   1 where the energy target exists, else 0
 ``forces_weight``   [B]           float64   1 where the forces target exists, else 0
 ``stress_weight``   [B]           float64   1 where the stress target exists, else 0
+``charges_weight``  [B]           float64   1 where target charges exist, else 0 (optional)
+``dipole_weight``   [B]           float64   1 where the target dipole exists, else 0 (optional)
 ==================  ============  ========  ===================================================
 
 The edge vector from receiver i to sender j is ``positions[j] - positions[i] + shifts``; see
@@ -63,11 +67,16 @@ WEIGHT = "weight"  # [B] float64
 ENERGY_WEIGHT = "energy_weight"  # [B] float64
 FORCES_WEIGHT = "forces_weight"  # [B] float64
 STRESS_WEIGHT = "stress_weight"  # [B] float64
+REF_CHARGES = "ref_charges"  # [N] float64, e: target charges of learned-charge models
+REF_DIPOLE = "ref_dipole"  # [B, 3] float64, e A
+CHARGES_WEIGHT = "charges_weight"  # [B] float64
+DIPOLE_WEIGHT = "dipole_weight"  # [B] float64
 
 #: Per-atom keys (concatenated along dim 0 when batching).
-NODE_KEYS = (POSITIONS, ATOMIC_NUMBERS, SPECIES, FORCES)
+NODE_KEYS = (POSITIONS, ATOMIC_NUMBERS, SPECIES, FORCES, REF_CHARGES)
 #: Per-graph keys (concatenated along dim 0 when batching).
-GRAPH_KEYS = (CELL, PBC, TOTAL_CHARGE, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_WEIGHT, STRESS_WEIGHT)
+GRAPH_KEYS = (CELL, PBC, TOTAL_CHARGE, ENERGY, STRESS, VIRIAL, WEIGHT, ENERGY_WEIGHT, FORCES_WEIGHT,
+              STRESS_WEIGHT, REF_DIPOLE, CHARGES_WEIGHT, DIPOLE_WEIGHT)
 #: Per-edge keys.
 EDGE_KEYS = (UNIT_SHIFTS, SHIFTS)
 

@@ -33,6 +33,10 @@ class DataKeys:
     stress: Optional[str] = "stress"
     virial: Optional[str] = "virial"
     weight: Optional[str] = "config_weight"
+    #: targets of learned-charge models (``long_range`` charges): per-atom charges (arrays) and
+    #: the dipole (info, e A); None: not read, and the graphs carry no such keys
+    charges: Optional[str] = None
+    dipole: Optional[str] = None
 
     @classmethod
     def xtb(cls) -> "DataKeys":
@@ -184,6 +188,14 @@ def labelled_graph(
     g[G.ENERGY_WEIGHT] = torch.tensor([1.0 if energy is not None else 0.0], dtype=f64)
     g[G.FORCES_WEIGHT] = torch.tensor([1.0 if forces is not None else 0.0], dtype=f64)
     g[G.STRESS_WEIGHT] = torch.tensor([1.0 if stress is not None else 0.0], dtype=f64)
+    if keys.charges is not None:
+        charges = atoms.arrays.get(keys.charges)
+        g[G.REF_CHARGES] = torch.tensor(charges if charges is not None else np.zeros(n), dtype=f64)
+        g[G.CHARGES_WEIGHT] = torch.tensor([1.0 if charges is not None else 0.0], dtype=f64)
+    if keys.dipole is not None:
+        dipole = atoms.info.get(keys.dipole)
+        g[G.REF_DIPOLE] = torch.tensor(dipole if dipole is not None else np.zeros(3), dtype=f64).view(1, 3)
+        g[G.DIPOLE_WEIGHT] = torch.tensor([1.0 if dipole is not None else 0.0], dtype=f64)
     return g
 
 

@@ -6,6 +6,8 @@ writes an extxyz file OUT whose frames carry:
 
 - ``info[energy_key]`` (eV), ``arrays[forces_key]`` (eV/A), ``info[stress_key]`` (periodic only,
   Voigt xx yy zz yz xz xy, eV/A^3, ASE sign);
+- ``arrays[charges_key]``: the method's atomic (Mulliken) charges (e); ``info[dipole_key]``
+  (aperiodic only): its dipole moment (e A), targets of learned-charge models;
 - ``info["label_index"]``: the frame's index in IN; ``info["label_method"]``,
   ``info["label_software"]``, ``info["label_settings"]``: what produced the numbers.
 
@@ -72,6 +74,8 @@ def label_atoms(atoms: Atoms, settings: LabelSettings) -> Atoms:
         energy = float(work.get_potential_energy())
         forces = np.array(work.get_forces(), dtype=np.float64)
         stress = np.array(work.get_stress(voigt=True)) if work.pbc.any() else None
+        charges = np.array(work.get_charges(), dtype=np.float64)
+        dipole = None if work.pbc.any() else np.array(work.get_dipole_moment(), dtype=np.float64)
     except Exception as exc:  # tblite raises plain RuntimeError/TBLiteRuntimeError on SCF failure
         raise RuntimeError(f"{settings.method} failed: {exc}") from exc
     out = atoms.copy()
@@ -80,6 +84,9 @@ def label_atoms(atoms: Atoms, settings: LabelSettings) -> Atoms:
     out.arrays[settings.forces_key] = forces
     if stress is not None:
         out.info[settings.stress_key] = stress
+    out.arrays[settings.charges_key] = charges
+    if dipole is not None:
+        out.info[settings.dipole_key] = dipole
     out.info["label_method"] = settings.method
     out.info["label_software"] = _software_versions()
     out.info["label_settings"] = json.dumps(

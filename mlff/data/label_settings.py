@@ -26,6 +26,9 @@ class LabelSettings:
     energy_key: str = "energy_xtb"
     forces_key: str = "forces_xtb"
     stress_key: str = "stress_xtb"
+    #: Mulliken charges (e) per atom, and the dipole (e A) of aperiodic frames
+    charges_key: str = "charges_xtb"
+    dipole_key: str = "dipole_xtb"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

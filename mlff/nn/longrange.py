@@ -32,7 +32,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from mlff.nn import ewald
+from mlff.nn import ewald, mesh
 from mlff.nn.linear import GroupedLinear, GroupedMLP
 from mlff.units import COULOMB_EV_A
 
@@ -45,6 +45,7 @@ LONG_RANGE_DEFAULTS: Dict[str, float] = {
     "mp_width": 2.0,  # A, narrowest Gaussian of the Ewald-message filter
     "mp_num_widths": 3,  # widths mp_width * 2^b, b = 0 .. mp_num_widths - 1
     "mp_hidden": 16,  # hidden width of the readout MLP of the message-enriched features
+    "mesh_atoms": 100,  # periodic structures with at least this many atoms use particle-mesh Ewald
 }
 
 
@@ -60,6 +61,7 @@ def validate_long_range(kind: str, options: Dict[str, float]) -> None:
         "accuracy": 0 < o["accuracy"] < 1, "charge_width": o["charge_width"] >= 0,
         "mp_channels": o["mp_channels"] >= 1, "mp_width": o["mp_width"] > 0,
         "mp_num_widths": o["mp_num_widths"] >= 1, "mp_hidden": o["mp_hidden"] >= 1,
+        "mesh_atoms": o["mesh_atoms"] >= 0,
     }.items() if not ok]
     if bad:
         raise ValueError(f"invalid long_range_options: {', '.join(f'{k}={o[k]!r}' for k in bad)}")
@@ -80,6 +82,8 @@ class LongRange(nn.Module):
         self.accuracy = float(o["accuracy"])
         self.alpha, self.k_cut = ewald.ewald_splitting(self.r_cut, self.accuracy)
         self.charge_width = float(o["charge_width"])
+        self.mesh_atoms = int(o["mesh_atoms"])
+        self.mesh_order, self.mesh_oversample = mesh.ORDER, mesh.OVERSAMPLE
         self.coulomb = COULOMB_EV_A
         self.energy_scale = float(energy_scale)  # eV, of the learned (message) energy
         self.num_species = int(num_species)
@@ -157,8 +161,11 @@ class LongRange(nn.Module):
                 continue
             q_b, pos_b = q[:, lo:hi], positions[:, lo:hi]
             if periodic[b]:
-                n_vec = ewald.half_space_vectors(cell[0, b], self.k_cut)
-                phi = ewald.ewald_kspace_potential(q_b, pos_b, cell[:, b], n_vec, self.alpha, self.k_cut)
+                if hi - lo >= self.mesh_atoms:
+                    phi = self._mesh_coulomb(q_b, pos_b, cell[:, b])
+                else:
+                    n_vec = ewald.half_space_vectors(cell[0, b], self.k_cut)
+                    phi = ewald.ewald_kspace_potential(q_b, pos_b, cell[:, b], n_vec, self.alpha, self.k_cut)
                 phi = phi + ewald.ewald_self_potential(q_b, self.alpha)
                 volume = torch.abs(torch.linalg.det(cell[:, b]))  # [M]
                 background = ewald.background_energy(q_b.sum(1), volume, self.alpha)  # [M]
@@ -166,6 +173,16 @@ class LongRange(nn.Module):
             else:
                 extra[:, lo:hi] = 0.5 * q_b * ewald.direct_potential(q_b, pos_b, self.charge_width)
         return self.coulomb * (0.5 * q * potential + extra)
+
+    def _mesh_coulomb(self, q: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
+        """The reciprocal-space potential of :func:`ewald.ewald_kspace_potential` by PME."""
+        shape = mesh.grid_shape(cell[0], self.k_cut, self.mesh_order, self.mesh_oversample)
+        k2 = mesh.grid_k_squared(cell, shape)
+        zero = k2 == 0.0
+        k2 = torch.where(zero, torch.ones_like(k2), k2)
+        g = 4.0 * math.pi * torch.exp(-k2 / (4.0 * self.alpha * self.alpha)) / k2
+        g = torch.where(zero, torch.zeros_like(g), g * ewald.switch(torch.sqrt(k2) / self.k_cut))
+        return mesh.mesh_potential(q.unsqueeze(2), positions, cell, shape, g.unsqueeze(1), self.mesh_order).squeeze(2)
 
     def _ewald_messages(self, features: Tensor, onehot: Tensor, positions: Tensor, cell: Tensor,
                         periodic: List[bool], ptr: Tensor) -> Tensor:
@@ -195,10 +212,18 @@ class LongRange(nn.Module):
                            widths: Tensor) -> Tensor:
         """``sum_n sum_j f_j g(r_ij + n)`` by its Fourier series: ``(1/V) sum_k g^(k) Re[...]``,
         ``g^(k) = sum_b w_b (2 pi s_b^2)^(3/2) exp(-k^2 s_b^2 / 2)``, k = 0 included."""
+        norm = (2.0 * math.pi * widths * widths) ** 1.5  # [W]
+        if f.shape[1] >= self.mesh_atoms:
+            shape = mesh.grid_shape(cell[0], self.mp_k_cut, self.mesh_order, self.mesh_oversample)
+            k2 = mesh.grid_k_squared(cell, shape)  # [M, K0, K1, K2']
+            basis = norm * torch.exp(-k2.unsqueeze(4) * widths * widths / 2.0)  # [M, K0, K1, K2', W]
+            g = torch.einsum("mxyzw,mwc->mcxyz", basis, weights)
+            safe = torch.where(k2 == 0.0, torch.ones_like(k2), k2)  # sqrt has no gradient at 0
+            g = g * ewald.switch(torch.sqrt(safe) / self.mp_k_cut).unsqueeze(1)
+            return mesh.mesh_potential(f, positions, cell, shape, g, self.mesh_order)
         n_vec = ewald.half_space_vectors(cell[0], self.mp_k_cut)
         k = ewald.k_vectors(n_vec, cell)  # [M, K, 3]
         k2 = (k * k).sum(2, keepdim=True)  # [M, K, 1]
-        norm = (2.0 * math.pi * widths * widths) ** 1.5  # [W]
         g_k = torch.matmul(norm * torch.exp(-k2 * widths * widths / 2.0), weights)  # [M, K, C]
         g_k = g_k * ewald.switch(torch.sqrt(k2) / self.mp_k_cut)
         g_0 = torch.matmul(norm.unsqueeze(0), weights)  # [M, 1, C]: the k = 0 term

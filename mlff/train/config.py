@@ -47,6 +47,11 @@ class DataConfig:
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: Optional[str] = None
+    #: reference charges (arrays) and dipoles (info) for learned-charge models, e.g.
+    #: ``charges_xtb`` / ``dipole_xtb`` from ``mlff label``; trained with ``loss.charges`` /
+    #: ``loss.dipole`` > 0
+    charges_key: Optional[str] = None
+    dipole_key: Optional[str] = None
     e0s: str = "isolated"
 
     def __post_init__(self) -> None:
@@ -98,6 +103,8 @@ class LossConfig:
     energy: float = 1.0
     forces: float = 100.0
     stress: float = 0.0
+    charges: float = 0.0
+    dipole: float = 0.0
     stage_two_epoch: Optional[int] = None
     stage_two_energy: float = 1000.0
     stage_two_forces: float = 100.0
@@ -177,6 +184,11 @@ class TrainConfig:
         if self.bootstrap and int(self.model.get("ensemble_size", 1)) < 2:
             raise ValueError("bootstrap: true resamples the training set per ensemble member; "
                              "set model.ensemble_size >= 2 or drop bootstrap")
+        for term, key in (("charges", self.data.charges_key), ("dipole", self.data.dipole_key)):
+            if getattr(self.loss, term) > 0 and (key is None or self.model.get("long_range", "none")
+                                                 not in ("charges", "both")):
+                raise ValueError(f"loss.{term} > 0 needs data.{term}_key (e.g. {term}_xtb from mlff label) "
+                                 "and a model with learned charges (model.long_range: charges or both)")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], where: str = "config") -> "TrainConfig":

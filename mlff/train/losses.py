@@ -3,7 +3,9 @@
 ``weighted_loss(pred, batch, weights)`` = w_E * mean_g[(dE_g / N_g)^2] + w_F * mean_atoms
 |dF|^2 / 3 + w_S * mean_g |dS_g|^2 / 9, each term restricted to graphs that carry the target
 (``energy_weight``, ``forces_weight``, ``stress_weight`` in the batch) and scaled by the per-graph
-``weight``; with ``member_weight`` [M, B] in the batch (bootstrap ensembles) each member's
+``weight``; optional terms for learned-charge models, ``w_q * mean_atoms dq^2 + w_mu *
+mean_g |dmu_g|^2 / 3`` (targets ``ref_charges``, ``ref_dipole``; e^2 and (e A)^2); with
+``member_weight`` [M, B] in the batch (bootstrap ensembles) each member's
 terms also weight each graph by its own count. Energies per atom make the energy term size-independent; units are eV^2/atom^2,
 (eV/A)^2 and (eV/A^3)^2.
 """
@@ -28,9 +30,11 @@ class LossWeights:
     energy: float = 1.0
     forces: float = 100.0
     stress: float = 0.0
+    charges: float = 0.0
+    dipole: float = 0.0
 
     def __post_init__(self) -> None:
-        values = (self.energy, self.forces, self.stress)
+        values = (self.energy, self.forces, self.stress, self.charges, self.dipole)
         if any(v < 0 for v in values) or not any(v > 0 for v in values):
             raise ValueError(f"loss weights must be >= 0 with at least one > 0, got {values}")
 
@@ -52,6 +56,10 @@ def _masks(batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
              "forces": (batch[G.FORCES_WEIGHT].unsqueeze(0) * w_graph)[:, batch[G.BATCH]]}
     if G.STRESS_WEIGHT in batch:
         masks["stress"] = batch[G.STRESS_WEIGHT].unsqueeze(0) * w_graph
+    if G.CHARGES_WEIGHT in batch:
+        masks["charges"] = (batch[G.CHARGES_WEIGHT].unsqueeze(0) * w_graph)[:, batch[G.BATCH]]
+    if G.DIPOLE_WEIGHT in batch:
+        masks["dipole"] = batch[G.DIPOLE_WEIGHT].unsqueeze(0) * w_graph
     return masks
 
 
@@ -85,6 +93,12 @@ def loss_terms(pred: Dict[str, Tensor], batch: Dict[str, Tensor],
         stress = pred.get("member_stress", pred["stress"].unsqueeze(0))  # [M, B, 3, 3]
         ds2 = ((stress.to(torch.float64) - batch[G.STRESS].unsqueeze(0)) ** 2).mean(dim=(2, 3))
         out["stress"] = _masked_mean(ds2, masks["stress"], totals.get("stress"))
+    if "member_charges" in pred and "charges" in masks:
+        dq2 = (pred["member_charges"] - batch[G.REF_CHARGES].unsqueeze(0)) ** 2  # [M, N]
+        out["charges"] = _masked_mean(dq2, masks["charges"], totals.get("charges"))
+    if "member_dipole" in pred and "dipole" in masks:
+        dmu2 = ((pred["member_dipole"] - batch[G.REF_DIPOLE].unsqueeze(0)) ** 2).mean(dim=2)  # [M, B]
+        out["dipole"] = _masked_mean(dmu2, masks["dipole"], totals.get("dipole"))
     return out
 
 
@@ -97,4 +111,8 @@ def weighted_loss(pred: Dict[str, Tensor], batch: Dict[str, Tensor], weights: Lo
         total = total + weights.forces * terms["forces"]
     if "stress" in terms:
         total = total + weights.stress * terms["stress"]
+    if "charges" in terms and weights.charges > 0:
+        total = total + weights.charges * terms["charges"]
+    if "dipole" in terms and weights.dipole > 0:
+        total = total + weights.dipole * terms["dipole"]
     return total

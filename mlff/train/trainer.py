@@ -58,7 +58,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         keys = DataKeys(energy=config.data.energy_key, forces=config.data.forces_key,
-                        stress=config.data.stress_key, virial=None)
+                        stress=config.data.stress_key, virial=None, charges=config.data.charges_key,
+                        dipole=config.data.dipole_key)
         model_cfg = dict(config.model)
         model_type = model_cfg.pop("type")
         r_cut = float(model_cfg.get("r_cut", DEFAULT_R_CUT))
@@ -123,7 +124,8 @@ class Trainer:
                                  amsgrad=o.amsgrad)
         self.scheduler = self._make_scheduler()
         self.ema = ExponentialMovingAverage(self.potential, o.ema_decay) if o.ema_decay else None
-        self.weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress)
+        c = config.loss
+        self.weights = LossWeights(c.energy, c.forces, c.stress, c.charges, c.dipole)
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
@@ -400,7 +402,7 @@ class Trainer:
         c = self.config.loss
         if not self._in_stage_two(epoch):
             return
-        self.weights = LossWeights(c.stage_two_energy, c.stage_two_forces, c.stress)
+        self.weights = LossWeights(c.stage_two_energy, c.stage_two_forces, c.stress, c.charges, c.dipole)
         if not self._stage_two_started:
             if c.stage_two_lr is not None:
                 for group in self.optimizer.param_groups:

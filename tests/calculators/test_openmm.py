@@ -37,10 +37,14 @@ def ensemble(small_potential):
     return small_potential(ensemble_size=3)
 
 
-@pytest.fixture(scope="module", params=["mace", "tensornet"])
+@pytest.fixture(scope="module", params=[("mace", "none"), ("tensornet", "none"), ("mace", "both"),
+                                        ("tensornet", "charges")],
+                ids=["mace", "tensornet", "mace-longrange", "tensornet-charges"])
 def any_model(small_potential, request):
-    """Each model type: the OpenMM adapters have no per-model code."""
-    return small_potential(model_type=request.param)
+    """Each model type, and with long-range blocks (charges: Ewald in OpenMM's periodic box,
+    the direct sum for a molecule): the OpenMM adapters have no per-model code."""
+    model_type, long_range = request.param
+    return small_potential(model_type=model_type, long_range=long_range)
 
 
 def periodic_atoms():

@@ -48,6 +48,21 @@ def periodic_box(seed: int = 0, n_molecules: int = 4, box: float = 6.0) -> Atoms
     return atoms
 
 
+def strain_derivative(pot: Potential, atoms: Atoms, i: int, j: int, h: float = 1e-6) -> float:
+    """Central difference of the energy (eV) over the symmetric strain component ``ij``,
+    divided by the volume: the stress component the Potential should return (eV/A^3)."""
+    e = []
+    for sign in (1, -1):
+        eps = np.eye(3)
+        eps[i, j] += sign * h / (2 if i != j else 1)
+        if i != j:
+            eps[j, i] += sign * h / 2
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
+        e.append(float(pot(graph_of(strained, pot), compute_forces=False)["energy"].detach()))
+    return (e[0] - e[1]) / (2 * h) / atoms.get_volume()
+
+
 def graph_of(atoms: Atoms, potential: Potential, dtype=torch.float64) -> Dict[str, torch.Tensor]:
     """The graph of ``atoms`` for ``potential`` (its cutoff and elements), positions in ``dtype``."""
     return atoms_to_graph(atoms, potential.r_cut, potential.elements, dtype=dtype)
@@ -135,19 +150,8 @@ class ModelTests:
         stress = out["stress"][0].detach()
         volume = atoms.get_volume()
         torch.testing.assert_close(out["virial"][0], -stress * volume)
-        h = 1e-6
         for i, j in [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]:
-            e = []
-            for sign in (1, -1):
-                eps = np.eye(3)
-                eps[i, j] += sign * h / (2 if i != j else 1)
-                if i != j:
-                    eps[j, i] += sign * h / 2
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell.array @ eps, scale_atoms=True)
-                e.append(float(pot(graph_of(strained, pot), compute_forces=False)["energy"].detach()))
-            numeric = (e[0] - e[1]) / (2 * h) / volume
-            assert numeric == pytest.approx(float(stress[i, j]), rel=1e-5, abs=1e-9)
+            assert strain_derivative(pot, atoms, i, j) == pytest.approx(float(stress[i, j]), rel=1e-5, abs=1e-9)
         assert stress.abs().max() > 1e-6
 
     # --- locality -----------------------------------------------------------------------

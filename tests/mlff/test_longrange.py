@@ -11,7 +11,8 @@ from mlff import graph as G
 from mlff.nn import ewald
 from mlff.nn.longrange import LongRange
 
-from model_mixins import MODEL_OPTIONS, TENSORNET_OPTIONS, ModelTests, graph_of, periodic_box, rattled
+from model_mixins import (MODEL_OPTIONS, TENSORNET_OPTIONS, ModelTests, graph_of, periodic_box, rattled,
+                          strain_derivative)
 
 
 class TestMACECharges(ModelTests):
@@ -145,3 +146,57 @@ def test_unknown_long_range_options_are_named():
     with pytest.raises(ValueError, match="accuracy"):
         MACEConfig(elements=(1, 8), long_range="charges", long_range_options={"accuracy": 2.0})
 
+
+
+@pytest.mark.parametrize("kind", ["charges", "ewald_mp"])
+def test_particle_mesh_equals_ewald(small_potential, kind):
+    """Particle-mesh Ewald (every periodic structure: ``mesh_atoms`` 0) gives the energies,
+    forces and stress of the plain Ewald sums to their accuracy, and its own stress matches
+    finite differences of its energy."""
+    box = periodic_box(8, n_molecules=10, box=8.0)
+    results = []
+    for mesh_atoms in (0, 10_000):
+        pot = small_potential(**MODEL_OPTIONS, long_range=kind, long_range_options={"mesh_atoms": mesh_atoms})
+        results.append(pot(graph_of(box, pot), compute_stress=True))
+    mesh_out, ewald_out = results
+    # PME's spline error (mesh.OVERSAMPLE) on charges of up to 1.6 e at random initialisation
+    torch.testing.assert_close(mesh_out["energy"], ewald_out["energy"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(mesh_out["forces"], ewald_out["forces"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(mesh_out["stress"], ewald_out["stress"], rtol=0, atol=1e-6)
+    pot = small_potential(**MODEL_OPTIONS, long_range=kind, long_range_options={"mesh_atoms": 0})
+    for i, j in [(0, 0), (1, 2)]:
+        assert strain_derivative(pot, box, i, j) == pytest.approx(float(mesh_out["stress"][0, i, j]), rel=1e-5,
+                                                                  abs=1e-9)
+
+
+def test_mesh_potential_of_point_charges():
+    """The mesh's Coulomb potential at every charge of a triclinic cell is the Ewald sum's."""
+    import math
+
+    from mlff.nn import mesh
+
+    rng = np.random.default_rng(1)
+    cell = torch.tensor(np.diag([12.0, 13.0, 12.5]) + rng.normal(0, 0.5, (3, 3)))
+    pos = torch.tensor(rng.uniform(0, 1, (60, 3))) @ cell
+    q = torch.tensor(rng.normal(0, 1, 60))
+    q = q - q.mean()
+    alpha, k_cut = ewald.ewald_splitting(5.0, 1e-6)
+    ref = ewald.ewald_kspace_potential(q[None], pos[None], cell[None], ewald.half_space_vectors(cell, k_cut),
+                                       alpha, k_cut)[0]
+    shape = mesh.grid_shape(cell, k_cut, mesh.ORDER, mesh.OVERSAMPLE)
+    k2 = mesh.grid_k_squared(cell[None], shape)
+    safe = torch.where(k2 == 0, torch.ones_like(k2), k2)
+    g = 4 * math.pi * torch.exp(-safe / (4 * alpha ** 2)) / safe * ewald.switch(torch.sqrt(safe) / k_cut)
+    g = torch.where(k2 == 0, torch.zeros_like(g), g)
+    phi = mesh.mesh_potential(q[None, :, None], pos[None], cell[None], shape, g.unsqueeze(1), mesh.ORDER)[0, :, 0]
+    assert float((phi - ref).abs().max()) < 1e-5 * float(ref.abs().max())
+
+
+def test_particle_mesh_in_torchscript(small_potential):
+    from e3nn.util import jit
+
+    pot = small_potential(**MODEL_OPTIONS, long_range="both", long_range_options={"mesh_atoms": 0})
+    g = graph_of(periodic_box(9), pot)
+    eager, script = pot(g, compute_stress=True), jit.compile(pot)(g, True, True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(script[key], eager[key], rtol=1e-10, atol=1e-12)
