@@ -37,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/train_vs_peer.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/longrange_cost.py
+	$(PY) benchmarks/soak.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
 bench-fe: setup

@@ -187,7 +187,7 @@ class RunFolder:
     def append_row(self, row: Mapping[str, object]) -> None:
         """Append one log row (flushed and fsynced: the checkpoint written next may count it)."""
         with open(self.log, "a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
+            csv.DictWriter(f, LOG_COLUMNS, lineterminator="\n").writerow(row)  # as the rewrite on resume
             f.flush()
             os.fsync(f.fileno())
 

@@ -78,6 +78,9 @@ def test_resume_equals_uninterrupted(engine, tmp_path, model_paths):
     la, lb = _log(tmp_path / "full"), _log(part)
     assert [r["step"] for r in lb] == [str(s) for s in range(0, 61, 10)]
     np.testing.assert_allclose(_col(lb, "total_eV"), _col(la, "total_eV"), atol=1e-6)
+    # one line ending throughout: rows appended and rows rewritten on resume alike
+    for log in (tmp_path / "full" / "log.csv", part / "log.csv"):
+        assert b"\r" not in log.read_bytes()
     import mdtraj
 
     traj = mdtraj.load(str(part / "trajectory.dcd"), top=str(part / "topology.pdb"))
