@@ -162,7 +162,8 @@ class LongRange(nn.Module):
             q_b, pos_b = q[:, lo:hi], positions[:, lo:hi]
             if periodic[b]:
                 if hi - lo >= self.mesh_atoms:
-                    phi = self._mesh_coulomb(q_b, pos_b, cell[:, b])
+                    phi = mesh.coulomb_mesh_potential(q_b, pos_b, cell[:, b], self.alpha, self.k_cut,
+                                                      self.mesh_order, self.mesh_oversample)
                 else:
                     n_vec = ewald.half_space_vectors(cell[0, b], self.k_cut)
                     phi = ewald.ewald_kspace_potential(q_b, pos_b, cell[:, b], n_vec, self.alpha, self.k_cut)
@@ -173,16 +174,6 @@ class LongRange(nn.Module):
             else:
                 extra[:, lo:hi] = 0.5 * q_b * ewald.direct_potential(q_b, pos_b, self.charge_width)
         return self.coulomb * (0.5 * q * potential + extra)
-
-    def _mesh_coulomb(self, q: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
-        """The reciprocal-space potential of :func:`ewald.ewald_kspace_potential` by PME."""
-        shape = mesh.grid_shape(cell[0], self.k_cut, self.mesh_order, self.mesh_oversample)
-        k2 = mesh.grid_k_squared(cell, shape)
-        zero = k2 == 0.0
-        k2 = torch.where(zero, torch.ones_like(k2), k2)
-        g = 4.0 * math.pi * torch.exp(-k2 / (4.0 * self.alpha * self.alpha)) / k2
-        g = torch.where(zero, torch.zeros_like(g), g * ewald.switch(torch.sqrt(k2) / self.k_cut))
-        return mesh.mesh_potential(q.unsqueeze(2), positions, cell, shape, g.unsqueeze(1), self.mesh_order).squeeze(2)
 
     def _ewald_messages(self, features: Tensor, onehot: Tensor, positions: Tensor, cell: Tensor,
                         periodic: List[bool], ptr: Tensor) -> Tensor:

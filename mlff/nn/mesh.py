@@ -21,6 +21,8 @@ from typing import List
 import torch
 from torch import Tensor
 
+from mlff.nn.ewald import switch
+
 #: B-spline order (even: the correction has no zero at the Nyquist frequency)
 ORDER = 6
 #: grid points per Nyquist-limited point. The spline (aliasing) error falls steeply with it: on
@@ -119,3 +121,17 @@ def mesh_potential(values: Tensor, positions: Tensor, cell: Tensor, shape: List[
     potential = torch.fft.irfftn(spectrum, s=shape, dim=(2, 3, 4)).reshape(m, c, n_grid).transpose(1, 2)
     gathered = potential.gather(1, flat.unsqueeze(2).expand(-1, -1, c))  # [M, n p^3, C]
     return (gathered * weight).view(m, n, p * p * p, c).sum(2)
+
+
+def coulomb_mesh_potential(charges: Tensor, positions: Tensor, cell: Tensor, alpha: float, k_cut: float,
+                           order: int, oversample: float) -> Tensor:
+    """The reciprocal-space Ewald potential of :func:`mlff.nn.ewald.ewald_kspace_potential`
+    ``[M, n]`` by PME: Green function ``4 pi exp(-k^2 / 4 alpha^2) / k^2`` (switched off towards
+    ``k_cut``, 0 at k = 0) on the grid of ``cell`` ``[M, 3, 3]``."""
+    shape = grid_shape(cell[0], k_cut, order, oversample)
+    k2 = grid_k_squared(cell, shape)
+    zero = k2 == 0.0
+    k2 = torch.where(zero, torch.ones_like(k2), k2)
+    g = 4.0 * math.pi * torch.exp(-k2 / (4.0 * alpha * alpha)) / k2
+    g = torch.where(zero, torch.zeros_like(g), g * switch(torch.sqrt(k2) / k_cut))
+    return mesh_potential(charges.unsqueeze(2), positions, cell, shape, g.unsqueeze(1), order).squeeze(2)
