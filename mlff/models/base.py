@@ -126,6 +126,9 @@ class EnergyModel(nn.Module):
         self.has_long_range: bool = config.long_range != "none"
         #: whether the model predicts charges (``charges`` in the context)
         self.has_charges: bool = config.long_range in ("charges", "both")
+        #: whether the model reads the context at all (a long-range block, or the structure's
+        #: total charge as an input, as torchmd-net's TensorNet does)
+        self.needs_context: bool = self.has_long_range or bool(getattr(config, "charge_input", False))
         e0 = torch.tensor(config.e0s if config.e0s else [0.0] * self.num_species, dtype=torch.float64)
         self.register_buffer("e0s", e0)
         self.scale = float(config.scale)

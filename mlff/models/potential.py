@@ -117,7 +117,7 @@ class Potential(nn.Module):
         p = positions_s.to(self.model_dtype)
         vectors = (p[:, edge_index[0]] - p[:, edge_index[1]] + shifts.to(self.model_dtype))
         context: Optional[Dict[str, Tensor]] = None
-        if self.model.has_long_range:
+        if self.model.needs_context:
             context = self._long_range_context(graph, positions_s, cell_s)
         energies_m = self.model(graph[G.SPECIES], edge_index, vectors, context)  # [N, M] float64
         member_energy = torch.zeros(

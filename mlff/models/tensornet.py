@@ -28,6 +28,7 @@ per-edge cost.
 """
 
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -68,6 +69,14 @@ class TensorNetConfig(ModelConfig):
         long_range: ``none``, ``charges`` (learned charges and their Ewald / direct
             Coulomb energy), ``ewald_mp`` (Ewald message passing) or ``both``;
             ``long_range_options`` tune it (:mod:`mlff.nn.longrange`).
+        self_loops: every atom is also its own neighbour at r = 0 (torchmd-net's graph,
+            ``loop=True``): the embedding gains the pair term of (Z_i, Z_i) in its isotropic
+            part and every layer the message ``f(0) Y_i``. Needs the ``expnorm`` basis.
+        charge_input: the structure's total charge Q (e; graph key ``total_charge``, 0 when
+            absent) scales each layer's products by ``1 + 0.1 Q``, as torchmd-net's TensorNet
+            does with its ``q`` input.
+        stored_rbf_widths: the exp-normal widths are saved with the model
+            (:class:`~mlff.nn.radial.ExpNormalBasis`); set by imports.
     """
 
     elements: Tuple[int, ...]
@@ -85,6 +94,9 @@ class TensorNetConfig(ModelConfig):
     priors: Dict[str, Dict[str, float]] = field(default_factory=dict)
     long_range: str = "none"
     long_range_options: Dict[str, float] = field(default_factory=dict)
+    self_loops: bool = False
+    charge_input: bool = False
+    stored_rbf_widths: bool = False
 
     model_name = "TensorNet"
 
@@ -93,6 +105,8 @@ class TensorNetConfig(ModelConfig):
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
         if self.radial_basis not in RADIAL_BASES:
             raise ValueError(f"radial_basis must be one of {list(RADIAL_BASES)}, got {self.radial_basis!r}")
+        if self.self_loops and self.radial_basis != "expnorm":
+            raise ValueError("self_loops needs radial_basis 'expnorm' (the Bessel basis is singular at r = 0)")
         self._normalise_and_check({"channels": self.channels >= 2, "num_layers": self.num_layers >= 0,
                                    "num_rbf": self.num_rbf >= 1})
 
@@ -174,16 +188,28 @@ class TensorEmbedding(nn.Module):
         return chunked_edge_sum(self.edge_sums, edge_index, species.shape[0], edge_chunk,
                                 [rbf, cut, edge_coeffs], [species, table])
 
+    def self_term(self, species: Tensor, table: Tensor, rbf0: Tensor) -> Tensor:
+        """The self-loop edges' sum ``[M, N, 1, C]`` (isotropic coefficient only: the edge vector
+        is zero): ``rbf0`` ``[M, 1, K]`` is the basis at r = 0, where the cutoff is 1."""
+        m, c = rbf0.shape[0], self.channels
+        radial = self.distance(rbf0).view(m, 1, 3, c).narrow(2, 0, 1).squeeze(2)  # [M, 1, C]
+        z = table.index_select(1, species * (self.num_species + 1))  # (Z_i, Z_i): [M, N, C]
+        return (math.sqrt(3.0) * radial * z).unsqueeze(2)
+
     def forward(self, species: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor,
-                edge_coeffs: Tensor, half: int, edge_chunk: int = 0) -> Tensor:
+                edge_coeffs: Tensor, half: int, edge_chunk: int = 0,
+                rbf0: Optional[Tensor] = None) -> Tensor:
         """``rbf`` ``[M, E, K]``, ``cut`` ``[M, E, 1]``, ``edge_coeffs`` ``[M, E, 9]``; ``half``:
-        see :func:`per_pair`; ``edge_chunk``: see :mod:`mlff.nn.edge_chunks`."""
+        see :func:`per_pair`; ``edge_chunk``: see :mod:`mlff.nn.edge_chunks`; ``rbf0``
+        ``[M, 1, K]``: the basis at r = 0 when every atom is its own neighbour (self loops)."""
         m, c, n = rbf.shape[0], self.channels, species.shape[0]
         table = self.pair_table()
         if edge_chunk > 0 and edge_index.shape[1] > edge_chunk and not torch.jit.is_scripting():
             x = self._chunked_sums(edge_index, edge_chunk, rbf, cut, edge_coeffs, species, table)
         else:
             x = self.edge_sums(edge_index, half, 0, n, rbf, cut, edge_coeffs, species, table)
+        if rbf0 is not None:
+            x = torch.cat([x.narrow(2, 0, 1) + self.self_term(species, table, rbf0), x.narrow(2, 1, 8)], dim=2)
         norm = self.norm((x * x).sum(2))  # [M, N, C]
         for linear in self.gate:
             norm = self.act(linear(norm))
@@ -226,9 +252,21 @@ class Interaction(nn.Module):
     def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, rbf: Tensor, cut: Tensor, y: Tensor) -> Tensor:
         return chunked_edge_sum(self.edge_sums, edge_index, y.shape[1], edge_chunk, [rbf, cut], [y])
 
+    def self_messages(self, y: Tensor, rbf0: Tensor) -> Tensor:
+        """The self-loop messages ``f(0) Y_i`` ``[M, N, 9, C]`` (``rbf0`` ``[M, 1, K]``: the basis
+        at r = 0, where the cutoff is 1)."""
+        m, c = y.shape[0], self.channels
+        f = rbf0
+        for linear in self.radial:
+            f = self.act(linear(f))
+        return y * cartesian.expand_parts(f.view(m, 1, 3, c))
+
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, cut: Tensor, half: int,
-                edge_chunk: int = 0, atom_chunk: int = 0) -> Tensor:
-        """``edge_chunk``, ``atom_chunk``: see :mod:`mlff.nn.edge_chunks` (eager only)."""
+                edge_chunk: int = 0, atom_chunk: int = 0, rbf0: Optional[Tensor] = None,
+                charge_factor: Optional[Tensor] = None) -> Tensor:
+        """``edge_chunk``, ``atom_chunk``: see :mod:`mlff.nn.edge_chunks` (eager only);
+        ``rbf0`` ``[M, 1, K]``: the basis at r = 0 for self loops; ``charge_factor``
+        ``[1, N, 1, 1]``: ``1 + 0.1 Q`` per atom (charge input)."""
         n = x.shape[1]
         x = x / ((x * x).sum(2, keepdim=True) + 1.0)
         y = self.before(x)
@@ -236,30 +274,38 @@ class Interaction(nn.Module):
             messages = self._chunked_sums(edge_index, edge_chunk, rbf, cut, y)
         else:
             messages = self.edge_sums(edge_index, half, 0, n, rbf, cut, y)
+        if rbf0 is not None:
+            messages = messages + self.self_messages(y, rbf0)
+        if charge_factor is None:
+            charge_factor = torch.ones(1, n, 1, 1, dtype=x.dtype, device=x.device)
         if atom_chunk > 0 and n > atom_chunk and not torch.jit.is_scripting():
-            return self._chunked_update(x, y, messages, atom_chunk)
-        return self.update(x, y, messages)
+            return self._chunked_update(x, y, messages, charge_factor, atom_chunk)
+        return self.update(x, y, messages, charge_factor)
 
-    def update(self, x: Tensor, y: Tensor, messages: Tensor) -> Tensor:
+    def update(self, x: Tensor, y: Tensor, messages: Tensor, charge_factor: Tensor) -> Tensor:
         """The per-atom part of the layer: ``x``, ``y``, ``messages`` ``[M, n, 9, C]`` -> the new
-        ``x`` (matrix products with the messages, normalisation, part linears, square)."""
+        ``x`` (matrix products with the messages, normalisation, part linears, square);
+        ``charge_factor`` ``[1, n, 1, 1]`` scales both products."""
         m, n, c = x.shape[0], x.shape[1], self.channels
         basis = self.basis.to(x.dtype)
         y_mat = cartesian.to_matrix(y.reshape(m * n, 9, c), basis)
         msg_mat = cartesian.to_matrix(messages.reshape(m * n, 9, c), basis)
         p = cartesian.from_matrix(cartesian.matmul(y_mat, msg_mat) + cartesian.matmul(msg_mat, y_mat),
-                                  basis).view(m, n, 9, c)
+                                  basis).view(m, n, 9, c) * charge_factor
         p = p / ((p * p).sum(2, keepdim=True) + 1.0)
         dx = self.after(p)
         dx_mat = cartesian.to_matrix(dx.reshape(m * n, 9, c), basis)
-        return x + dx + cartesian.from_matrix(cartesian.matmul(dx_mat, dx_mat), basis).view(m, n, 9, c)
+        square = cartesian.from_matrix(cartesian.matmul(dx_mat, dx_mat), basis).view(m, n, 9, c)
+        return x + dx + square * charge_factor
 
     @torch.jit.unused
-    def _chunked_update(self, x: Tensor, y: Tensor, messages: Tensor, atom_chunk: int) -> Tensor:
-        def one(x_c: Tensor, y_c: Tensor, msg_c: Tensor):
-            return (self.update(x_c, y_c, msg_c),)
+    def _chunked_update(self, x: Tensor, y: Tensor, messages: Tensor, charge_factor: Tensor,
+                        atom_chunk: int) -> Tensor:
+        def one(x_c: Tensor, y_c: Tensor, msg_c: Tensor, q_c: Tensor):
+            return (self.update(x_c, y_c, msg_c, q_c),)
 
-        return chunked_atoms(one, x.shape[1], atom_chunk, [(x, 1), (y, 1), (messages, 1)], out_dims=(1,))[0]
+        return chunked_atoms(one, x.shape[1], atom_chunk,
+                             [(x, 1), (y, 1), (messages, 1), (charge_factor, 1)], out_dims=(1,))[0]
 
 
 class TensorNet(EnergyModel):
@@ -276,8 +322,8 @@ class TensorNet(EnergyModel):
         self.channels = c.channels
         self.feature_dim = c.channels  # the long-range block reads the head's input
         # exp-normal carries its cosine cutoff; the Bessel basis gets it in forward
-        self.radial_basis = (ExpNormalBasis(c.r_cut, c.num_rbf) if c.radial_basis == "expnorm"
-                             else BesselBasis(c.r_cut, c.num_rbf))
+        self.radial_basis = (ExpNormalBasis(c.r_cut, c.num_rbf, c.stored_rbf_widths)
+                             if c.radial_basis == "expnorm" else BesselBasis(c.r_cut, c.num_rbf))
         self.bessel = c.radial_basis == "bessel"
         self.cutoff = CosineCutoff(c.r_cut)
         self.embedding = TensorEmbedding(c.channels, c.num_rbf, s, m, c.activation)
@@ -288,6 +334,8 @@ class TensorNet(EnergyModel):
         self.head_hidden = GroupedLinear(c.channels, c.channels // 2, m, bias=True)
         self.head_out = GroupedLinear(c.channels // 2, 1, m, bias=True)
         self.act = Activation(c.activation)
+        self.self_loops = c.self_loops
+        self.charge_input = c.charge_input
 
     def _widths(self) -> Dict[str, float]:
         c, k, layers = self.config.channels, self.config.num_rbf, self.config.num_layers
@@ -315,9 +363,18 @@ class TensorNet(EnergyModel):
             rbf = rbf * cut
         edge_coeffs = cartesian.edge_coefficients(vectors / lengths)  # [M, E, 9]
         half = mirrored_half(edge_index, vectors)
-        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half, self.edge_chunk)
+        rbf0: Optional[Tensor] = None
+        if self.self_loops:  # the basis at r = 0 (the cutoff there is 1)
+            rbf0 = self.radial_basis(torch.zeros(m, 1, 1, dtype=vectors.dtype, device=vectors.device))
+        charge_factor: Optional[Tensor] = None
+        if self.charge_input:
+            if context is None:
+                raise RuntimeError("this TensorNet reads the total charge: call it with the Potential's context")
+            q = context["total_charge"].index_select(0, context["batch"]).to(vectors.dtype)
+            charge_factor = (1.0 + 0.1 * q).view(1, n, 1, 1)
+        x = self.embedding(species, edge_index, rbf, cut, edge_coeffs, half, self.edge_chunk, rbf0)
         for layer in self.layers:
-            x = layer(x, edge_index, rbf, cut, half, self.edge_chunk, self.atom_chunk)
+            x = layer(x, edge_index, rbf, cut, half, self.edge_chunk, self.atom_chunk, rbf0, charge_factor)
         h = cartesian.squared_norms(x).reshape(m, n, 3 * self.channels)
         h = self.act(self.out_linear(self.out_norm(h)))
         out = self.head_out(self.act(self.head_hidden(h))).squeeze(-1)  # [M, N]

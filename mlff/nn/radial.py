@@ -92,23 +92,31 @@ class CosineCutoff(nn.Module):
 
 class ExpNormalBasis(nn.Module):
     """Exponential-normal radial functions (PhysNet; TensorNet's default), times the cosine
-    cutoff: ``f_k(r) = c(r) exp(-beta (exp(-alpha r) - mu_k)^2)`` with ``alpha = 5 / r_cut``,
+    cutoff: ``f_k(r) = c(r) exp(-beta_k (exp(-alpha r) - mu_k)^2)`` with ``alpha = 5 / r_cut``,
     centres ``mu_k`` evenly spaced over the range of ``exp(-alpha r)``, ``[exp(-5), 1]``, and
-    ``beta = (2 (1 - exp(-5)) / num_basis)^-2``.
+    ``beta_k = (2 (1 - exp(-5)) / num_basis)^-2``.
+
+    ``stored_widths``: the widths ``beta_k`` are saved with the model (state ``betas``), so a
+    model imported from another code keeps its own values (trained ones, or the float32-rounded
+    initial ones torchmd-net computes); otherwise they are recomputed from ``r_cut`` and
+    ``num_basis`` and not saved, as in model files written before this option.
 
     Shapes: ``r`` ``[..., 1]`` (A) -> ``[..., num_basis]``.
     """
 
-    def __init__(self, r_cut: float, num_basis: int = 32) -> None:
+    def __init__(self, r_cut: float, num_basis: int = 32, stored_widths: bool = False) -> None:
         super().__init__()
         if num_basis < 1:
             raise ValueError(f"num_basis must be >= 1, got {num_basis}")
         self.alpha = 5.0 / float(r_cut)
         low = math.exp(-5.0)
-        self.register_buffer("centres", torch.linspace(low, 1.0, num_basis, dtype=torch.get_default_dtype()))
-        self.beta = (2.0 * (1.0 - low) / num_basis) ** -2
+        dtype = torch.get_default_dtype()
+        self.register_buffer("centres", torch.linspace(low, 1.0, num_basis, dtype=dtype))
+        beta = (2.0 * (1.0 - low) / num_basis) ** -2
+        self.register_buffer("betas", torch.full((num_basis,), beta, dtype=dtype),
+                             persistent=bool(stored_widths))
         self.cutoff = CosineCutoff(r_cut)
 
     def forward(self, r: Tensor) -> Tensor:
         x = torch.exp(-self.alpha * r) - self.centres.to(r.dtype)
-        return self.cutoff(r) * torch.exp(-self.beta * x * x)
+        return self.cutoff(r) * torch.exp(-self.betas.to(r.dtype) * x * x)
