@@ -19,7 +19,7 @@ COMMANDS: Dict[str, str] = {
     "analyze": "trajectory analysis with mdtraj: RMSD, Rg, dihedrals, Ramachandran, RDF",
     "demo": "the main job: the default ensemble runs alanine dipeptide MD in OpenMM with the UQ monitor",
     "label-demo": "sample and label alanine dipeptide with GFN2-xTB (the data side of the suite)",
-    "import": "import a model trained by another code (mace-torch .model) as an mlff model file",
+    "import": "import a model trained by another code (mace-torch .model, torchmd-net TensorNet .ckpt) as an mlff model file",
     "info": "what a model file holds: config, elements, calibration, provenance, checksum status",
     "fe": "alchemical free energies: hydration free energies with MBAR/BAR/TI/EXP (resumable)",
 }

@@ -15,30 +15,68 @@ from mlff.md_workflows.cli._common import COMMANDS, Subparsers
 
 
 def add_import(sub: Subparsers) -> None:
-    """``mlff import mace FILE -o OUT.pt``."""
+    """``mlff import mace FILE -o OUT.pt`` and ``mlff import torchmd-net CKPT --elements ... -o OUT.pt``."""
     p = sub.add_parser("import", help=COMMANDS["import"], description=COMMANDS["import"] + (
         ". The file is read as plain data by a restricted unpickler (nothing from it runs, "
-        "mace-torch is not needed); weights are mapped exactly, not refitted. The result is a "
-        "normal mlff model file: ASE, OpenMM, mlff md, mlff fe, ensembles."))
-    p.add_argument("code", choices=["mace"], help="the code that wrote the file (mace: mace-torch .model)")
-    p.add_argument("input", help="the model file (for mace: a torch.save of a ScaleShiftMACE or MACE)")
+        "mace-torch and torchmd-net are not needed); weights are mapped exactly, not refitted. "
+        "The result is a normal mlff model file: ASE, OpenMM, mlff md, mlff fe, ensembles."))
+    p.add_argument("code", choices=["mace", "torchmd-net"],
+                   help="the code that wrote the file (mace: mace-torch .model; torchmd-net: a "
+                        "TensorNet checkpoint .ckpt)")
+    p.add_argument("input", help="the model file")
     p.add_argument("-o", "--output", required=True, help="mlff model file to write (.pt)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                    help="dtype of the imported model (default %(default)s)")
+    p.add_argument("--elements", nargs="+", default=None,
+                   help="torchmd-net: the elements the model was trained on (symbols or atomic "
+                        "numbers; a checkpoint embeds every atomic number up to max_z)")
+    p.add_argument("--energy-unit", default="eV", choices=["eV", "kcal/mol", "kJ/mol", "hartree"],
+                   help="torchmd-net: the unit of the training energies (default %(default)s); "
+                        "converted to eV")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.set_defaults(func=run_import)
+
+
+def _atomic_numbers(values: List[str]) -> List[int]:
+    from ase.data import atomic_numbers
+
+    out = []
+    for v in values:
+        if v.isdigit():
+            out.append(int(v))
+        elif v in atomic_numbers:
+            out.append(atomic_numbers[v])
+        else:
+            raise ValueError(f"--elements: {v!r} is neither an element symbol nor an atomic number")
+    return out
 
 
 def run_import(args: argparse.Namespace) -> int:
     """Import ``args.input`` and write ``args.output`` (atomically)."""
     from mlff.atomic import check_writable
     from mlff.io import save_model
-    from mlff.io_import.mace_torch import import_mace
 
     out = Path(args.output)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
     check_writable(out.parent, "output folder")
+    if args.code == "torchmd-net":
+        if not args.elements:
+            raise ValueError("mlff import torchmd-net needs --elements (the elements the model was "
+                             "trained on, e.g. --elements H C N O): a checkpoint does not list them")
+        from mlff.io_import.torchmd_net import import_torchmd_net
+
+        potential, metadata = import_torchmd_net(args.input, _atomic_numbers(args.elements), dtype=args.dtype,
+                                                 energy_unit=args.energy_unit)
+        save_model(potential, out, metadata=metadata)
+        c = potential.model.config
+        n_params = sum(p.numel() for p in potential.model.parameters())
+        print(f"{out}: TensorNet from torchmd-net {Path(args.input).name} (elements {list(c.elements)}, "
+              f"{c.channels} channels, {c.num_layers} layers, r_cut {c.r_cut:g} A, energies from "
+              f"{args.energy_unit}, {n_params} parameters, {args.dtype})")
+        return 0
+    from mlff.io_import.mace_torch import import_mace
+
     potential, metadata = import_mace(args.input, dtype=args.dtype)
     save_model(potential, out, metadata=metadata)
     c = potential.model.config

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mlff.errors import ModelFileError
-from mlff.io_import.safe_pickle import Pickled, instructions, scalar
+from mlff.io_import.safe_pickle import Pickled, UnsupportedModelError, instructions, scalar
 from mlff.nn.linear import IrrepsLinear, irreps_offsets
 from mlff.nn.radial import ScaledSiLU
 from mlff.nn.symmetric_contraction import coupling_basis
@@ -24,10 +24,6 @@ from mlff.nn.symmetric_contraction import coupling_basis
 Irreps = List[Tuple[int, int, int]]  # [(mul, l, parity)]
 #: a channel's identity: (block key, channel index)
 Label = Tuple[object, int]
-
-
-class UnsupportedModelError(ModelFileError):
-    """A model with a part mlff's MACE does not have (the message names it)."""
 
 
 # ------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ names it (ZBL pair repulsion, multi-head files, other blocks, distance transform
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from mlff.atomic import file_sha256
 from mlff.errors import ModelFileError
 from mlff.io_import.e3nn_weights import (
     Irreps, Label, UnsupportedModelError, check_silu, contraction_weights, fill_irreps_linear, grouped_mlp, labels,
@@ -282,13 +282,6 @@ def convert_state(root: Pickled, model: MACE) -> Tuple[Dict[str, Tensor], Dict[s
     return state, {"contraction_residual": residual}
 
 
-def _sha256(path: Union[str, os.PathLike]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def import_mace(path: Union[str, os.PathLike], dtype: str = "float64") -> Tuple[Potential, Dict[str, object]]:
     """A mace-torch model file -> (mlff :class:`Potential` in eval mode, metadata for the model
@@ -311,6 +304,6 @@ def import_mace(path: Union[str, os.PathLike], dtype: str = "float64") -> Tuple[
     own = model.state_dict()
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     metadata = {"imported_from": {"code": "mace-torch", "file": Path(path).name,
-                                  "sha256": _sha256(path), "class": root.name,
+                                  "sha256": file_sha256(path), "class": root.name,
                                   "contraction_residual": checks["contraction_residual"]}}
     return Potential(model).eval(), metadata

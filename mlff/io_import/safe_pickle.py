@@ -36,6 +36,10 @@ class UnsafePickleError(ModelFileError):
     """The file names a global outside the allow-list (it could run code on loading)."""
 
 
+class UnsupportedModelError(ModelFileError):
+    """A model with a part mlff's models do not have (the message names it)."""
+
+
 #: torch storage class names -> dtype (the pickle names them; they are never instantiated)
 _STORAGES = {
     "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
@@ -152,6 +156,21 @@ def _encode(text: str, encoding: str = "latin1") -> bytes:  # how protocol 2 pic
     return text.encode(encoding)
 
 
+class PlainDict(dict):
+    """What a pickled dict subclass of a training framework becomes (Lightning's
+    ``AttributeDict`` of hyperparameters): its items, nothing of its class."""
+
+    def __setstate__(self, state: Any) -> None:  # BUILD of an instance __dict__, if any
+        if isinstance(state, dict):
+            self.update(state)
+
+
+#: dict subclasses that hold only data (their items are read, their class never imported)
+_DICTS = ("lightning.fabric.utilities.data.AttributeDict",
+          "lightning.pytorch.utilities.parsing.AttributeDict",
+          "pytorch_lightning.utilities.parsing.AttributeDict",
+          "lightning_fabric.utilities.data.AttributeDict")
+
 #: safe functions the pickle may name, by ``module.name``
 _FUNCTIONS = {
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
@@ -167,6 +186,7 @@ _FUNCTIONS = {
     "numpy._core.multiarray.scalar": _numpy_scalar,
     "torch.device": lambda *a: str(a[0]) if a else "cpu",
     "torch.Size": lambda *a: tuple(*a),
+    **{name: PlainDict for name in _DICTS},
 }
 _DTYPES = {f"torch.{n}": getattr(torch, n) for n in ("float64", "float32", "float16", "int64", "int32", "bool")}
 
