@@ -1,0 +1,10 @@
+"""Relative binding free energies by the alchemical transfer method (ATM, OpenMM's ATMForce).
+
+- :mod:`.schedule`: the ATM states (two legs meeting at lambda = 1/2) and the softplus
+  alchemical potential in numpy, so that every sample's reduced energy at every state comes
+  from its stored (u0, u1).
+- :mod:`.atm_system`: an OpenMM System with two ligands -> the same with its nonbonded forces
+  inside an ATMForce that displaces the ligands; ML forces on the ligands stay outside.
+- :mod:`.restraints`: the centroid and alignment restraints of relative ATM.
+- :mod:`.analysis`: per-leg MBAR/BAR/EXP/TI and ddG with errors.
+"""

@@ -1,0 +1,245 @@
+"""Alchemical transfer (ATM) building blocks: the numpy alchemical potential against OpenMM's
+ATMForce, the ATM system's end states, the restraints, and an exact relative binding free
+energy (two particles in a Gaussian well of different depth, against quadrature)."""
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import pytest
+from scipy.integrate import quad
+
+from mlff.md_workflows.free_energy.rbfe.analysis import relative_binding
+from mlff.md_workflows.free_energy.rbfe.atm_system import add_atm_force, perturbation_energies, set_state
+from mlff.md_workflows.free_energy.rbfe.restraints import add_alignment_restraint, add_centroid_restraint
+from mlff.md_workflows.free_energy.rbfe.schedule import (
+    ATMState, SoftCore, alchemical_potential, linear_schedule, reduced_energies)
+from mlff.md_workflows.free_energy.sampling import MOLAR_GAS_CONSTANT_KJ
+
+D = np.array([3.0, 0.0, 0.0])  # nm
+
+
+def _context(system, positions):
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions([openmm.Vec3(*p) for p in positions])
+    return ctx
+
+
+def _energy(ctx, groups=-1) -> float:
+    import openmm.unit as unit
+
+    state = ctx.getState(getEnergy=True, groups=groups)
+    return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def _charged_pair():
+    """Two like charges (+1, +1) without cutoff: particle 1 is displaced by -d."""
+    system = openmm.System()
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+    for _ in range(2):
+        system.addParticle(1.0)
+        nb.addParticle(1.0, 0.3, 0.0)
+    system.addForce(nb)
+    return system
+
+
+STATES = linear_schedule(6) + [ATMState(0.1, 0.4, alpha=0.05, uh=20.0, w0=3.0, direction=1),
+                               ATMState(0.7, 0.2, alpha=0.1, uh=-5.0, w0=-1.0, direction=-1)]
+
+
+@pytest.mark.parametrize("state", STATES, ids=lambda s: f"l{s.lambda1}-{s.lambda2}-d{s.direction}")
+def test_alchemical_potential_is_openmms_atm_energy(state):
+    soft = SoftCore()
+    system = _charged_pair()
+    atm_index = add_atm_force(system, {1: -D}, soft=soft)
+    atm = system.getForce(atm_index)
+    ctx = _context(system, [[0, 0, 0], [3.0, 0, 0]])
+    set_state(ctx, state)
+    # particle 1 at 3 nm - x lands at -x after the displacement: u1 spans the soft core
+    for x in (2.0, 0.6, 0.3, 0.2, 0.15, 0.12):
+        ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(3.0 + x, 0, 0)])
+        u0, u1 = perturbation_energies(atm, ctx)
+        assert u0 == pytest.approx(138.935456 / (3.0 + x), rel=1e-5)  # Coulomb at the real distance
+        assert u1 == pytest.approx(138.935456 / x, rel=1e-5)
+        assert _energy(ctx) == pytest.approx(float(alchemical_potential(u0, u1, state, soft)), rel=1e-9, abs=1e-9)
+    assert u1 - u0 > soft.ubcore  # the soft core was exercised
+
+
+def test_reduced_energies_shape_and_units():
+    states = linear_schedule(3)
+    u = reduced_energies(np.array([0.0, 1.0]), np.array([10.0, 1.0]), states, kT_kj=2.0)
+    assert u.shape == (6, 2)
+    assert u[0, 0] == 0.0 and u[2, 0] == pytest.approx(0.5 * 10.0 / 2.0)  # lambda 1/2, leg 1
+    assert u[3, 0] == pytest.approx(10.0 / 2.0)  # leg 2, lambda 0: the displaced energy
+
+
+def _two_ligand_system():
+    """A fixed 'receptor' atom 0, ligand A (atoms 1, 2, bonded) and ligand B (3, 4, bonded),
+    all with LJ and charges."""
+    system = openmm.System()
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+    bonds = openmm.HarmonicBondForce()
+    for k, q in enumerate([-0.4, 0.3, -0.2, 0.25, -0.1]):
+        system.addParticle(12.0)
+        nb.addParticle(q, 0.3, 0.5)
+    for i, j in ((1, 2), (3, 4)):
+        bonds.addBond(i, j, 0.15, 1e5)
+        nb.addException(i, j, 0.0, 0.3, 0.0)
+    system.addForce(nb)
+    system.addForce(bonds)
+    return system
+
+
+POSITIONS = np.array([[0.0, 0.0, 0.0], [0.35, 0.05, 0.0], [0.45, 0.12, 0.05], [3.3, -0.1, 0.2], [3.42, -0.05, 0.28]])
+
+
+def test_atm_end_states_are_the_real_and_the_displaced_system():
+    reference = _context(_two_ligand_system(), POSITIONS)
+    e_real = _energy(reference)
+    displaced = POSITIONS.copy()
+    displaced[1:3] += D
+    displaced[3:5] -= D
+    reference.setPositions([openmm.Vec3(*p) for p in displaced])
+    e_displaced = _energy(reference)
+    system = _two_ligand_system()
+    add_atm_force(system, {1: D, 2: D, 3: -D, 4: -D})
+    assert "NonbondedForce" not in [type(f).__name__ for f in system.getForces()]
+    ctx = _context(system, POSITIONS)
+    states = linear_schedule(3)
+    set_state(ctx, states[0])  # leg 1, lambda 0: A bound
+    assert _energy(ctx) == pytest.approx(e_real, rel=1e-10)
+    set_state(ctx, states[3])  # leg 2, lambda 0: B bound
+    assert _energy(ctx) == pytest.approx(e_displaced, rel=1e-10)
+    set_state(ctx, states[2])  # both legs meet at lambda = 1/2
+    half = _energy(ctx)
+    set_state(ctx, states[5])
+    assert _energy(ctx) == pytest.approx(half, rel=1e-12)
+    assert half == pytest.approx(0.5 * (e_real + e_displaced), rel=1e-10)
+
+
+def test_atm_system_refuses_what_a_displacement_would_change():
+    system = _two_ligand_system()
+    system.getForce(1).addBond(0, 1, 0.3, 100.0)  # a receptor-ligand bond
+    with pytest.raises(ValueError, match="joins atoms \\[0, 1\\]"):
+        add_atm_force(system, {1: D, 2: D, 3: -D, 4: -D})
+    system = _two_ligand_system()
+    system.addForce(openmm.CustomExternalForce("x"))
+    with pytest.raises(ValueError, match="CustomExternalForce is not known"):
+        add_atm_force(system, {1: D, 2: D})
+    system = _two_ligand_system()
+    add_atm_force(system, {1: D, 2: D})
+    with pytest.raises(ValueError, match="already has an ATMForce"):
+        add_atm_force(system, {1: D, 2: D})
+    with pytest.raises(ValueError, match="joins atoms \\[1, 2\\]"):  # half a ligand displaced
+        add_atm_force(_two_ligand_system(), {1: D})
+    with pytest.raises(ValueError, match="not in the system"):
+        add_atm_force(_two_ligand_system(), {9: D})
+    with pytest.raises(ValueError, match="direction must be 1 or -1"):
+        ATMState(0.0, 0.0, direction=0)
+    with pytest.raises(ValueError, match="need alpha > 0"):
+        ATMState(0.1, 0.2)
+
+
+def _alignment_numpy(x, d, kd, kt, kp):
+    a, b = x[1] - x[0], x[4] - x[3]
+    c, f = x[2] - x[0], x[5] - x[3]
+    axis = a / np.linalg.norm(a)
+    pa, pb = c - (c @ axis) * axis, f - (f @ axis) * axis
+    cos_t = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    cos_p = pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb)
+    return 0.5 * kd * np.sum((x[3] - x[0] - d) ** 2) + 0.5 * kt * (1 - cos_t) + 0.5 * kp * (1 - cos_p)
+
+
+def test_alignment_and_centroid_restraints():
+    rng = np.random.default_rng(3)
+    a = rng.normal(scale=0.15, size=(3, 3))
+    system = openmm.System()
+    for _ in range(7):
+        system.addParticle(10.0)
+    add_alignment_restraint(system, [0, 1, 2], [3, 4, 5], D, k_distance=1000.0, k_theta=40.0, k_psi=30.0)
+    group = add_centroid_restraint(system, [6], [0, 1, 2], offset_nm=(0.0, 0.0, 0.0), k=500.0, tolerance_nm=0.1)
+    system.getForce(group).setForceGroup(2)
+    x = np.vstack([a, a + D, [[0.0, 0.0, 0.0]]])
+    ctx = _context(system, x)
+    assert _energy(ctx, {0}) == pytest.approx(0.0, abs=1e-9)  # B is A translated by d
+    for _ in range(3):
+        y = x + rng.normal(scale=0.05, size=x.shape)
+        ctx.setPositions([openmm.Vec3(*p) for p in y])
+        assert _energy(ctx, {0}) == pytest.approx(_alignment_numpy(y, D, 1000.0, 40.0, 30.0), rel=1e-9)
+        ctx.setPositions([openmm.Vec3(*p) for p in y + np.array([0.7, -0.2, 1.1])])  # rigid translation
+        assert _energy(ctx, {0}) == pytest.approx(_alignment_numpy(y, D, 1000.0, 40.0, 30.0), rel=1e-9)
+    centroid = a.mean(axis=0)  # equal masses
+    r = np.linalg.norm(centroid)
+    expected = 0.5 * 500.0 * max(r - 0.1, 0.0) ** 2
+    ctx.setPositions([openmm.Vec3(*p) for p in x])
+    assert _energy(ctx, {2}) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    shifted = x.copy()
+    shifted[:3] += np.array([0.5, 0.0, 0.0]) - centroid  # centroid 0.5 nm from the site
+    ctx.setPositions([openmm.Vec3(*p) for p in shifted])
+    assert _energy(ctx, {2}) == pytest.approx(0.5 * 500.0 * 0.4 ** 2, rel=1e-9)
+
+
+# -- an exact relative binding free energy ------------------------------------------------------
+EPS_A, EPS_B, SIGMA, K_R, T = 8.0, 3.0, 0.05, 1000.0, 300.0  # kJ/mol, nm, kJ/mol/nm^2, K
+
+
+def _exact_ddG_kT(kT):
+    """G(B bound) - G(A bound) (kT): each bound ligand feels -eps exp(-r^2 / 2 sigma^2) on top of
+    its harmonic site restraint; the unbound partner's restraint integral cancels."""
+    def z(eps):
+        return quad(lambda r: r * r * np.exp(-(0.5 * K_R * r * r - eps * np.exp(-r * r / (2 * SIGMA ** 2))) / kT),
+                    0.0, 1.0, epsabs=0, epsrel=1e-12, limit=200)[0]
+
+    return -np.log(z(EPS_B) / z(EPS_A))
+
+
+def _well_system():
+    """Receptor atom 0 (fixed, at the site), ligand particles A (1) and B (2): a Gaussian well
+    between the receptor and each ligand (inside the ATMForce), harmonic restraints of A to
+    the site and B to the site + d (outside)."""
+    system = openmm.System()
+    for mass in (0.0, 10.0, 10.0):
+        system.addParticle(mass)
+    well = openmm.CustomNonbondedForce("-eps1*eps2*exp(-r^2/(2*sigma^2))")
+    well.addGlobalParameter("sigma", SIGMA)
+    well.addPerParticleParameter("eps")
+    for eps in (1.0, EPS_A, EPS_B):
+        well.addParticle([eps])
+    well.addInteractionGroup([0], [1, 2])
+    system.addForce(well)
+    atm_index = add_atm_force(system, {1: D, 2: -D})
+    restraint = openmm.CustomExternalForce("0.5*kr*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    restraint.addGlobalParameter("kr", K_R)
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    restraint.addParticle(1, [0.0, 0.0, 0.0])
+    restraint.addParticle(2, list(D))
+    system.addForce(restraint)
+    return system, atm_index
+
+
+def test_relative_binding_free_energy_is_exact_on_an_analytic_model():
+    system, atm_index = _well_system()
+    atm = system.getForce(atm_index)
+    kT = MOLAR_GAS_CONSTANT_KJ * T
+    integrator = openmm.LangevinMiddleIntegrator(T, 20.0, 0.004)
+    integrator.setRandomNumberSeed(11)
+    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    states = linear_schedule(6)
+    samples = {}
+    for k, state in enumerate(states):
+        set_state(ctx, state)
+        ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.01, 0, 0), openmm.Vec3(*(D + 0.01))])
+        ctx.setVelocitiesToTemperature(T, k + 1)
+        integrator.step(500)
+        u = np.array([perturbation_energies(atm, ctx) for _ in range(800) if integrator.step(25) is None])
+        samples[k] = (u[:, 0], u[:, 1])
+    result = relative_binding(samples, states, kT, detect_equilibration=False)
+    exact = _exact_ddG_kT(kT)
+    assert abs(exact) > 1.0  # the two ligands differ by more than 1 kT
+    assert result.ddG_err_kT < 0.1
+    assert result.ddG_kT == pytest.approx(exact, abs=max(4 * result.ddG_err_kT, 0.03))
+    ti = result.leg1.estimates["TI_cubic"].value - result.leg2.estimates["TI_cubic"].value
+    assert ti == pytest.approx(exact, abs=0.15)
+    assert result.leg1.min_neighbour_overlap > 0.03 and result.leg2.min_neighbour_overlap > 0.03
