@@ -5,10 +5,11 @@ A leg is an ``openmm.System`` whose alchemical state is set through global conte
 parameter of a custom force), and a list of K states, each a dict of those parameters.
 Window k is sampled with Langevin dynamics at state k (plus a Monte Carlo barostat when a
 pressure is given); every ``sample_every_ps`` the reduced potential of the current
-configuration is evaluated at all K states (for MBAR/BAR/EXP) and dU/dlambda_p: analytic
+configuration is evaluated at all K states (for MBAR/BAR/EXP; :mod:`.window_energies`) and dU/dlambda_p: analytic
 (``State.getEnergyParameterDerivatives``) for a leg prepared with ``analytic_derivatives``, whose
 forces declare them (the ML/MM correction), else by central finite differences in each TI
-parameter (openmmtools' alchemical forces declare none).
+parameter (openmmtools' alchemical forces declare none). An alchemical-transfer leg (``atm``,
+:mod:`.rbfe`) evaluates its ATMForce once per sample and gets every state from that.
 
 An ML/MM leg stores the plain MM System and the recipe of its ML part (``ml``, see
 :mod:`.ml_interpolation`); each window applies it after reading the System, because a System
@@ -46,6 +47,7 @@ from mlff.errors import MLFFError
 from mlff.units import FS_TO_PS
 
 from .sampling_settings import MOLAR_GAS_CONSTANT_KJ, LegSamples, SamplingSettings  # noqa: F401 (re-exported)
+from .window_energies import window_energy_function
 
 try:  # progress bars are optional in worker processes
     from tqdm.auto import tqdm
@@ -71,7 +73,7 @@ def _check_states(states: list[dict[str, float]], ti_parameters: list[str]) -> N
 def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str, float]],
                 settings: SamplingSettings, ti_parameters: list[str] | None = None,
                 box_vectors_nm=None, ml: dict | None = None, analytic_derivatives: bool = False,
-                save_atoms: list[int] | None = None) -> Path:
+                save_atoms: list[int] | None = None, atm: dict | None = None) -> Path:
     """Write a leg's inputs to ``out_dir`` (idempotent for identical inputs).
 
     Args:
@@ -84,6 +86,10 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
             every window; its parameter ``lambda_ml`` may then appear in the states.
         analytic_derivatives: dU/dlambda from the forces' declared parameter derivatives.
         save_atoms: particle indices whose positions are stored with every sample.
+        atm: an alchemical-transfer leg (``{"states": [ATMState dicts], "soft": SoftCore
+            dict}``, :mod:`.rbfe`): every state's energy and dU/ds from the ATMForce's (u0, u1)
+            (:class:`.window_energies.ATMEnergies`); ``ti_parameters`` then names the path
+            coordinate (``["s"]``).
 
     Raises if ``out_dir`` already holds a different leg, rather than mixing samples.
     """
@@ -93,7 +99,7 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ti_parameters = list(states[0]) if ti_parameters is None else list(ti_parameters)
-    _check_states(states, ti_parameters)
+    _check_states(states, ti_parameters if atm is None else [])
     names = {system.getForce(i).getGlobalParameterName(j)
              for i in range(system.getNumForces())
              if hasattr(system.getForce(i), "getNumGlobalParameters")
@@ -124,6 +130,8 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
         leg["analytic_derivatives"] = True
     if save_atoms is not None:
         leg["save_atoms"] = [int(a) for a in save_atoms]
+    if atm is not None:
+        leg["atm"] = atm
     system_xml = openmm.XmlSerializer.serialize(system)
     previous = out / "leg.json"
     if previous.exists():
@@ -184,37 +192,6 @@ def thermostatted_context(system, settings: SamplingSettings, seed: int):
     return openmm.Context(system, integrator, platform, props), integrator
 
 
-def _reduced_energies(context, states, kT, current: dict[str, float],
-                      ti_parameters: list[str], fd_step: float,
-                      analytic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Reduced potential at every state [K] and dU/dlambda / kT [P] (the forces' declared
-    derivatives with ``analytic``, else central finite differences)."""
-    import openmm
-
-    def energy(params: dict[str, float]) -> float:
-        for name, value in params.items():
-            context.setParameter(name, value)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
-            openmm.unit.kilojoule_per_mole)
-
-    u = np.array([energy(s) for s in states]) / kT
-    dudl = np.zeros(len(ti_parameters))
-    if analytic:
-        for name, value in current.items():
-            context.setParameter(name, value)
-        derivatives = context.getState(getParameterDerivatives=True).getEnergyParameterDerivatives()
-        return u, np.array([derivatives[p] for p in ti_parameters]) / kT
-    for j, p in enumerate(ti_parameters):
-        lo = max(0.0, current[p] - fd_step)
-        hi = min(1.0, current[p] + fd_step)
-        e_hi = energy({**current, p: hi})
-        e_lo = energy({**current, p: lo})
-        dudl[j] = (e_hi - e_lo) / (hi - lo) / kT
-    for name, value in current.items():  # back to the sampled state
-        context.setParameter(name, value)
-    return u, dudl
-
-
 class SimulationUnstableError(MLFFError, RuntimeError):
     """A window's simulation produced non-finite positions or energies (timestep too long for
     the potential, or a potential with a hole)."""
@@ -259,12 +236,12 @@ def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Pa
 
         attach_ml(system, leg["ml"])
     save_atoms = leg.get("save_atoms")
-    analytic = bool(leg.get("analytic_derivatives", False))
     seed = (settings.seed * 1000003 + 7919 * (k + 1)) % 2_000_000_000 + 1
     context, integrator = thermostatted_context(system, settings, seed)
     current = {name: float(v) for name, v in states[k].items()}
     for name, value in current.items():
         context.setParameter(name, value)
+    energies = window_energy_function(leg, system, k, kT, settings.fd_step)
 
     u_rows, d_rows, t_rows, x_rows, b_rows = [], [], [], [], []
     resumed = False
@@ -322,8 +299,7 @@ def _sample_window(out_dir: str | Path, leg: dict, k: int, progress: bool) -> Pa
     while n_done < n_total:
         integrator.step(settings.steps_per_sample)
         _check_stable(context, k, current, settings, f"sample {n_done + 1}")
-        u, d = _reduced_energies(context, states, kT, current, ti_parameters, settings.fd_step,
-                                 analytic)
+        u, d = energies(context)
         u_rows.append(u)
         d_rows.append(d)
         if save_atoms is not None:
