@@ -10,9 +10,14 @@ solvent ligand into the site), and applies the softplus alchemical potential of 
     u = Direction (u1 - u0),  usc = u below Ubcore, else the soft-core map of u onto [Ubcore, Umax).
 
 A relative binding free energy runs in two legs that meet at lambda = 1/2 (the state halfway
-between both ligands bound): leg 1 starts from ligand A in the site (Direction +1, lambda 0 ->
-1/2), leg 2 from ligand B in the site (Direction -1, lambda 0 -> 1/2 again in its own
-direction), and ddG(A -> B) = dG(leg 1) - dG(leg 2).
+between both ligands bound): leg 1 from ligand A in the site (Direction +1, lambda 0 -> 1/2),
+leg 2 from ligand B in the site (Direction -1, lambda 0 -> 1/2 in its own direction). Both
+start from the same coordinates (A in the site, B in the solvent): the swap is in the
+potential, not in the positions. Here the two legs are one path, s = lambda on leg 1 and
+s = 1 - lambda on leg 2, through a single intermediate state at s = 1/2 (the two legs'
+lambda = 1/2 states are the same Hamiltonian), so that ddG(A -> B) is the free energy from
+the first state (s = 0, A bound) to the last (s = 1, B bound), and dU/ds is the soft-core
+perturbation energy with the sign of the leg (TI along s).
 
 :func:`alchemical_potential` is the same function in numpy, so that the reduced energy of every
 sample at every state comes from the (u0, u1) stored per sample, without re-evaluating forces:
@@ -53,8 +58,8 @@ class SoftCore:
 @dataclass(frozen=True)
 class ATMState:
     """One alchemical state: the ATMForce's global parameters (``alpha`` in (kJ/mol)^-1,
-    ``uh`` and ``w0`` in kJ/mol, ``direction`` +1 or -1), its ``leg`` (1 or 2) and the
-    ``lambda_`` that labels it in plots (lambda1 = lambda2 = lambda_ on the linear schedule)."""
+    ``uh`` and ``w0`` in kJ/mol, ``direction`` +1 or -1), its ``leg`` (1 or 2; the shared
+    intermediate counts as leg 1) and its path coordinate ``s`` in [0, 1]."""
 
     lambda1: float
     lambda2: float
@@ -63,7 +68,7 @@ class ATMState:
     w0: float = 0.0
     direction: int = 1
     leg: int = 1
-    lambda_: float = 0.0
+    s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.direction not in (1, -1):
@@ -83,13 +88,15 @@ class ATMState:
 
 
 def linear_schedule(states_per_leg: int = 11) -> List[ATMState]:
-    """AToM-OpenMM's RBFE schedule: lambda1 = lambda2 = lambda, evenly from 0 to 1/2 in each
-    leg (22 states by default: 0, 0.05, ..., 0.5 with Direction +1, then the same with -1)."""
+    """AToM-OpenMM's RBFE schedule, lambda1 = lambda2 = lambda evenly from 0 to 1/2 in each leg,
+    as one path: leg 1 (Direction +1) up to the intermediate, then leg 2 (Direction -1) from
+    lambda 1/2 back to 0; ``2 states_per_leg - 1`` states (21 by default: s = 0, 0.05, ..., 1)."""
     if states_per_leg < 2:
         raise ValueError(f"an ATM leg needs at least 2 states, got {states_per_leg}")
     lambdas = np.linspace(0.0, 0.5, states_per_leg)
-    return [ATMState(float(x), float(x), direction=d, leg=leg, lambda_=float(x))
-            for leg, d in ((1, 1), (2, -1)) for x in lambdas]
+    leg1 = [ATMState(float(x), float(x), direction=1, leg=1, s=float(x)) for x in lambdas]
+    leg2 = [ATMState(float(x), float(x), direction=-1, leg=2, s=float(1.0 - x)) for x in lambdas[-2::-1]]
+    return leg1 + leg2
 
 
 def soft_core(u: np.ndarray, soft: SoftCore) -> np.ndarray:
@@ -124,6 +131,10 @@ def reduced_energies(u0: np.ndarray, u1: np.ndarray, states: Sequence[ATMState],
     return np.stack([alchemical_potential(u0, u1, s, soft) for s in states]) / kT_kj
 
 
-def leg_states(states: Sequence[ATMState], leg: int) -> List[int]:
-    """Indices of ``states`` that belong to ``leg``, in schedule order."""
-    return [k for k, s in enumerate(states) if s.leg == leg]
+def path_derivative(u0: np.ndarray, u1: np.ndarray, state: ATMState, soft: SoftCore = SoftCore()) -> np.ndarray:
+    """dW/ds (kJ/mol) on the linear schedule: +usc on leg 1 (s = lambda), -usc on leg 2
+    (s = 1 - lambda), usc the soft-core perturbation energy in the state's direction."""
+    if state.lambda1 != state.lambda2:
+        raise ValueError("dW/ds is defined here for the linear schedule (lambda1 = lambda2)")
+    usc = soft_core(state.direction * (np.asarray(u1, dtype=np.float64) - np.asarray(u0, dtype=np.float64)), soft)
+    return usc if state.direction > 0 else -usc

@@ -8,12 +8,13 @@ import openmm
 import pytest
 from scipy.integrate import quad
 
-from mlff.md_workflows.free_energy.rbfe.analysis import relative_binding
+from mlff.md_workflows.free_energy.rbfe.leg import analyze_atm_leg, prepare_atm_leg
 from mlff.md_workflows.free_energy.rbfe.atm_system import add_atm_force, perturbation_energies, set_state
 from mlff.md_workflows.free_energy.rbfe.restraints import add_alignment_restraint, add_centroid_restraint
 from mlff.md_workflows.free_energy.rbfe.schedule import (
     ATMState, SoftCore, alchemical_potential, linear_schedule, reduced_energies)
-from mlff.md_workflows.free_energy.sampling import MOLAR_GAS_CONSTANT_KJ
+from mlff.md_workflows.free_energy.sampling import MOLAR_GAS_CONSTANT_KJ, SamplingSettings, run_leg
+from mlff.md_workflows.free_energy.window_energies import ATMEnergies, state_energies
 
 D = np.array([3.0, 0.0, 0.0])  # nm
 
@@ -67,10 +68,13 @@ def test_alchemical_potential_is_openmms_atm_energy(state):
 
 def test_reduced_energies_shape_and_units():
     states = linear_schedule(3)
+    assert [s.s for s in states] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert [s.direction for s in states] == [1, 1, 1, -1, -1]
     u = reduced_energies(np.array([0.0, 1.0]), np.array([10.0, 1.0]), states, kT_kj=2.0)
-    assert u.shape == (6, 2)
-    assert u[0, 0] == 0.0 and u[2, 0] == pytest.approx(0.5 * 10.0 / 2.0)  # lambda 1/2, leg 1
-    assert u[3, 0] == pytest.approx(10.0 / 2.0)  # leg 2, lambda 0: the displaced energy
+    assert u.shape == (5, 2)
+    assert u[0, 0] == 0.0 and u[2, 0] == pytest.approx(0.5 * 10.0 / 2.0)  # the intermediate
+    assert u[3, 0] == pytest.approx((10.0 + 0.25 * (0.0 - 10.0)) / 2.0)  # leg 2, lambda 1/4
+    assert u[4, 0] == pytest.approx(10.0 / 2.0)  # leg 2, lambda 0: the displaced energy
 
 
 def _two_ligand_system():
@@ -109,11 +113,11 @@ def test_atm_end_states_are_the_real_and_the_displaced_system():
     states = linear_schedule(3)
     set_state(ctx, states[0])  # leg 1, lambda 0: A bound
     assert _energy(ctx) == pytest.approx(e_real, rel=1e-10)
-    set_state(ctx, states[3])  # leg 2, lambda 0: B bound
+    set_state(ctx, states[-1])  # leg 2, lambda 0: B bound
     assert _energy(ctx) == pytest.approx(e_displaced, rel=1e-10)
     set_state(ctx, states[2])  # both legs meet at lambda = 1/2
     half = _energy(ctx)
-    set_state(ctx, states[5])
+    set_state(ctx, ATMState(0.5, 0.5, direction=-1, leg=2, s=0.5))
     assert _energy(ctx) == pytest.approx(half, rel=1e-12)
     assert half == pytest.approx(0.5 * (e_real + e_displaced), rel=1e-10)
 
@@ -194,7 +198,7 @@ def _exact_ddG_kT(kT):
     return -np.log(z(EPS_B) / z(EPS_A))
 
 
-def _well_system():
+def _well_system(soft: SoftCore = SoftCore()):
     """Receptor atom 0 (fixed, at the site), ligand particles A (1) and B (2): a Gaussian well
     between the receptor and each ligand (inside the ATMForce), harmonic restraints of A to
     the site and B to the site + d (outside)."""
@@ -208,7 +212,7 @@ def _well_system():
         well.addParticle([eps])
     well.addInteractionGroup([0], [1, 2])
     system.addForce(well)
-    atm_index = add_atm_force(system, {1: D, 2: -D})
+    atm_index = add_atm_force(system, {1: D, 2: -D}, soft=soft)
     restraint = openmm.CustomExternalForce("0.5*kr*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
     restraint.addGlobalParameter("kr", K_R)
     for name in ("x0", "y0", "z0"):
@@ -219,27 +223,48 @@ def _well_system():
     return system, atm_index
 
 
-def test_relative_binding_free_energy_is_exact_on_an_analytic_model():
-    system, atm_index = _well_system()
-    atm = system.getForce(atm_index)
+def test_atm_energies_equal_one_evaluation_per_state():
+    """The sampler's shortcut (every state from one (u0, u1)) against setting each state's
+    parameters and evaluating the context, on a configuration inside the soft core."""
+    soft = SoftCore(umax=5.0, ubcore=1.0)
+    system, _ = _well_system(soft)
+    states = linear_schedule(4)
+    ctx = _context(system, [[0, 0, 0], [0.02, 0.01, 0], D + np.array([0.03, -0.02, 0.01])])
     kT = MOLAR_GAS_CONSTANT_KJ * T
-    integrator = openmm.LangevinMiddleIntegrator(T, 20.0, 0.004)
-    integrator.setRandomNumberSeed(11)
-    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
-    states = linear_schedule(6)
-    samples = {}
+    spec = {"states": [st.as_dict() for st in states], "soft": {"umax": 5.0, "ubcore": 1.0, "acore": 0.0625}}
+    shortcut = ATMEnergies(system, spec, kT)
+    with pytest.raises(ValueError, match="differs from its ATMForce"):
+        ATMEnergies(system, {**spec, "soft": {"umax": 6.0, "ubcore": 1.0, "acore": 0.0625}}, kT)
     for k, state in enumerate(states):
         set_state(ctx, state)
-        ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.01, 0, 0), openmm.Vec3(*(D + 0.01))])
-        ctx.setVelocitiesToTemperature(T, k + 1)
-        integrator.step(500)
-        u = np.array([perturbation_energies(atm, ctx) for _ in range(800) if integrator.step(25) is None])
-        samples[k] = (u[:, 0], u[:, 1])
-    result = relative_binding(samples, states, kT, detect_equilibration=False)
-    exact = _exact_ddG_kT(kT)
+        u, d = shortcut(ctx, k)
+        set_state(ctx, state)
+        reference, _ = state_energies(ctx, [st.parameters() for st in states], kT, state.parameters(), [], 1e-3)
+        assert u - u[0] == pytest.approx(reference - reference[0], abs=1e-9)
+        assert d.shape == (1,)
+    u0, u1 = perturbation_energies(shortcut.atm, ctx)
+    assert abs(u1 - u0) > soft.ubcore  # the configuration is inside the soft core
+
+
+def test_relative_binding_free_energy_is_exact_on_an_analytic_model(tmp_path):
+    """The whole ATM route (system, restraints, the engine's resumable sampler, MBAR/TI along
+    the path) on two ligands whose bound free energies are known by quadrature."""
+    system, _ = _well_system()
+    settings = SamplingSettings(temperature_K=T, timestep_fs=4.0, friction_per_ps=20.0, equilibration_ps=2.0,
+                                production_ps=80.0, sample_every_ps=0.1, platform="Reference", seed=3,
+                                checkpoint_every_samples=200)
+    states = linear_schedule(6)
+    start = np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0], D + 0.01])
+    prepare_atm_leg(tmp_path / "atm", system, start, states, settings)
+    run_leg(tmp_path / "atm", workers=1, progress=False)
+    result = analyze_atm_leg(tmp_path / "atm", detect_equilibration=False)
+    exact = _exact_ddG_kT(settings.kT_kj_mol)
     assert abs(exact) > 1.0  # the two ligands differ by more than 1 kT
     assert result.ddG_err_kT < 0.1
     assert result.ddG_kT == pytest.approx(exact, abs=max(4 * result.ddG_err_kT, 0.03))
-    ti = result.leg1.estimates["TI_cubic"].value - result.leg2.estimates["TI_cubic"].value
-    assert ti == pytest.approx(exact, abs=0.15)
-    assert result.leg1.min_neighbour_overlap > 0.03 and result.leg2.min_neighbour_overlap > 0.03
+    assert result.leg1_kT[0] - result.leg2_kT[0] == pytest.approx(result.ddG_kT, abs=1e-9)
+    assert result.path.estimates["TI_cubic"].value == pytest.approx(exact, abs=0.15)
+    assert result.path.estimates["BAR"].value == pytest.approx(exact, abs=max(4 * result.ddG_err_kT, 0.03))
+    assert result.path.min_neighbour_overlap > 0.03
+    record = result.to_dict(settings.kT_kj_mol / 4.184)
+    assert set(record) >= {"ddG_kcal_mol", "ddG_err_kcal_mol", "leg1_kcal_mol", "leg2_kcal_mol"}
