@@ -197,7 +197,13 @@ def attach_ml(system: openmm.System, spec: dict[str, Any]):
 
     Returns the adapter's :class:`~mlff.calculators.openmm.MLSystem` for an mlff model (same
     model instance as the force), else None.
+
+    A spec with ``groups`` (:func:`fixed_ml_spec`: ML ligands of an ATM leg, whose MM
+    intramolecular terms were removed when the leg was prepared) adds one plain ML force per
+    group instead, no interpolation, and returns the first group's MLSystem.
     """
+    if spec.get("groups") is not None:
+        return _attach_fixed_ml(system, spec)
     solute = spec["atoms"]
     intra = split_solute_intramolecular(system, solute)
     names = [f"mm{i}" for i in range(len(intra))]
@@ -237,6 +243,34 @@ def attach_ml(system: openmm.System, spec: dict[str, Any]):
         cv.addCollectiveVariable(name, force)
     system.addForce(cv)
     return ml
+
+
+def fixed_ml_spec(model: str, groups: Sequence[Sequence[int]], numbers: Sequence[Sequence[int]], route: str = "torch",
+                  device: str = "cpu", dtype: str | None = None) -> dict:
+    """The spec of a model that replaces each group's MM intramolecular energy outright (one
+    force per group, so that separate molecules never interact through the model); the caller
+    removes those MM terms (:func:`split_solute_intramolecular`) before the System is saved."""
+    flat = [int(a) for g in groups for a in g]
+    spec = model_spec(model, flat, [int(z) for zs in numbers for z in zs], route, device, dtype)
+    spec["groups"] = [[int(a) for a in g] for g in groups]
+    return spec
+
+
+def _attach_fixed_ml(system: openmm.System, spec: dict[str, Any]):
+    from mlff.calculators.openmm import build_ml_system
+
+    if file_sha256(spec["model"]) != spec["sha256"]:
+        raise ValueError(f"model file {spec['model']} changed since this leg was prepared "
+                         "(SHA-256 differs): use the same file or a new output directory")
+    by_atom = dict(zip(spec["atoms"], spec["numbers"]))
+    first = None
+    for group in spec["groups"]:
+        numbers = np.zeros(system.getNumParticles(), dtype=int)
+        numbers[group] = [by_atom[a] for a in group]
+        ml = build_ml_system(spec["model"], numbers.tolist(), system, atoms=group, periodic=False,
+                             route=spec["route"], device=spec["device"], dtype=spec["dtype"])
+        first = first or ml
+    return first
 
 
 def interpolated_system(mm_system: openmm.System, spec: dict[str, Any]):

@@ -89,7 +89,7 @@ def add_atm_force(system, displacements: Mapping[int, Sequence[float]], state: A
     moved = []
     for k in range(system.getNumForces()):
         force = system.getForce(k)
-        name = type(force).__name__
+        name = _type_name(force)
         if name in MOVED_FORCES:
             moved.append(k)
         elif name in BONDED_FORCES:
@@ -117,6 +117,13 @@ def add_atm_force(system, displacements: Mapping[int, Sequence[float]], state: A
         atm.addParticle(openmm.Vec3(*row))
     atm.setForceGroup(force_group)
     return system.addForce(atm)
+
+
+def _type_name(force) -> str:
+    """The force's class; a plugin force (openmm-torch's TorchForce) comes back from
+    ``System.getForce`` as a plain ``Force``, whose name still says what it is."""
+    name = type(force).__name__
+    return force.getName() if name == "Force" else name
 
 
 def set_state(context, state: ATMState) -> None:

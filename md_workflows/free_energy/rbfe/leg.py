@@ -19,15 +19,17 @@ from .schedule import ATMState, SoftCore
 
 def prepare_atm_leg(out_dir: str | Path, system, positions_nm, states: Sequence[ATMState],
                     settings: SamplingSettings, soft: SoftCore = SoftCore(), box_vectors_nm=None,
-                    save_atoms: list[int] | None = None) -> Path:
+                    save_atoms: list[int] | None = None, ml: dict | None = None) -> Path:
     """Write the inputs of an ATM run (``system`` holds the ATMForce of
     :func:`.atm_system.add_atm_force` and its restraints; ``states`` in path order, e.g.
-    :func:`.schedule.linear_schedule`). Run it with :func:`..sampling.run_leg`."""
+    :func:`.schedule.linear_schedule`; ``ml`` the recipe of :func:`.ml_ligands.use_ml_ligands`
+    for ML ligands). Run it with :func:`..sampling.run_leg`."""
     if any(b.s <= a.s for a, b in zip(states, states[1:])):
         raise ValueError("ATM states must be ordered along the path (s increasing), as linear_schedule gives")
     spec = {"states": [s.as_dict() for s in states], "soft": asdict(soft)}
     return prepare_leg(out_dir, system, positions_nm, [s.parameters() for s in states], settings,
-                       ti_parameters=["s"], box_vectors_nm=box_vectors_nm, save_atoms=save_atoms, atm=spec)
+                       ti_parameters=["s"], box_vectors_nm=box_vectors_nm, save_atoms=save_atoms, atm=spec,
+                       ml=ml)
 
 
 def analyze_atm_leg(out_dir: str | Path, detect_equilibration: bool = True) -> RelativeBindingResult:
