@@ -125,3 +125,21 @@ def paused(pids):
                 os.killpg(g, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+
+
+def benchmark_lock(script: str):
+    """Hold the run lock of this benchmark command for the block: the same script with the
+    same arguments cannot run twice at once (the second stops at once naming the first, as
+    ``mlff md`` does), while different stages or subsets of one benchmark may run side by side
+    (``water_longrange.py train --kinds none`` next to ``--kinds both``). Lock files live in
+    ``benchmarks/results/.locks/`` (not committed); a killed run's lock is taken over."""
+    import hashlib
+    import sys
+
+    from mlff.run_lock import run_lock
+
+    stem = Path(script).stem
+    args = " ".join(sys.argv[1:])
+    digest = hashlib.sha256(args.encode()).hexdigest()[:12]
+    return run_lock(RESULTS / ".locks", f"benchmarks/{stem}.py {args}".strip(), lock_name=f"{stem}-{digest}.lock")
+

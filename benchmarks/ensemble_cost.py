@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_time, record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, median_time, record, versions, write_results  # noqa: E402
 from neighbors import water_box  # noqa: E402
 
 
@@ -77,4 +77,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, versions  # noqa: E402
+from _common import RESULTS, benchmark_lock, versions  # noqa: E402
 
 NAME = "finetune_ani1x"
 SOURCE = ROOT.parent / "shared" / "pretrained" / "mace_ani1x_small" / "ani500k_small_CC.model"
@@ -206,4 +206,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

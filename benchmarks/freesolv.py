@@ -33,7 +33,7 @@ import numpy as np
 from mlff.atomic import atomic_write_bytes, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FREESOLV = ROOT.parent / "shared" / "freesolv" / "database.json"
@@ -313,4 +313,5 @@ def write_summary(records: list[dict], name: str, forcefield: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with benchmark_lock(__file__):
+        sys.exit(main())

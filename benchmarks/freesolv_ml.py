@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "freesolv_ml"
@@ -217,4 +217,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with benchmark_lock(__file__):
+        raise SystemExit(main())

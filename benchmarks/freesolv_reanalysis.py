@@ -28,7 +28,7 @@ import numpy as np
 from mlff.atomic import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, versions  # noqa: E402
+from _common import RESULTS, benchmark_lock, versions  # noqa: E402
 
 SAMPLES = RESULTS / "freesolv_samples"
 LEGS = ("water", "vacuum")
@@ -100,4 +100,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with benchmark_lock(__file__):
+        sys.exit(main())

@@ -513,7 +513,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":  # a child of main(): no lock of its own
         worker(sys.argv[2], sys.argv[3:])
     else:
-        main()
+        from _common import benchmark_lock
+
+        with benchmark_lock(__file__):
+            main()

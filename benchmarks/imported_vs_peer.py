@@ -40,7 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 
 PRETRAINED = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained"
 PDB = HERE.parent / "data" / "examples" / "alanine_dipeptide.pdb"
@@ -332,4 +332,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with benchmark_lock(__file__):
+        sys.exit(main())

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 
 from mlff.md_workflows.free_energy import lj_eos  # noqa: E402  (JZG 1993 and Kolafa-Nezbeda 1994)
 from mlff.md_workflows.free_energy.lj_fluid import LJFluid, alchemical_insertion  # noqa: E402
@@ -71,4 +71,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with benchmark_lock(__file__):
+        sys.exit(main())

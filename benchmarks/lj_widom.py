@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, record, versions, write_results  # noqa: E402
 
 from mlff.md_workflows.free_energy import lj_eos  # noqa: E402  (JZG 1993 and Kolafa-Nezbeda 1994)
 from mlff.md_workflows.free_energy.lj_fluid import LJFluid, simulate_fluid, widom_insertion  # noqa: E402
@@ -87,4 +87,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

@@ -19,7 +19,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, median_time, paused, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, median_time, paused, record, versions, write_results  # noqa: E402
 from _mace_side import AVG_NEIGHBORS, ELEMENTS, HYPER  # noqa: E402
 from neighbors import water_box  # noqa: E402
 
@@ -102,4 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

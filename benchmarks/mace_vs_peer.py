@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, record, versions, write_results  # noqa: E402
 from neighbors import water_box  # noqa: E402
 
 PEER_VENV = HERE / ".peer-venv"
@@ -132,4 +132,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

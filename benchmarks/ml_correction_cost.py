@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, record, versions, write_results  # noqa: E402
 
 
 def steps_per_s(system, positions, box, platform: str, n: int = 200,
@@ -68,4 +68,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with benchmark_lock(__file__):
+        raise SystemExit(main())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_time, record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, median_time, record, versions, write_results  # noqa: E402
 
 from mlff.neighbors import torch_neighbor_list, vesin_neighbor_list  # noqa: E402
 
@@ -109,4 +109,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

@@ -221,8 +221,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":  # a child of main(), maybe in the peer's venv
         route, system_file, model, steps, warmup, threads = sys.argv[2:8]
         print(json.dumps(worker(route, system_file, model, int(steps), int(warmup), int(threads))))
     else:
-        main()
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import benchmark_lock  # noqa: E402
+
+        with benchmark_lock(__file__):
+            main()

@@ -12,6 +12,7 @@ Usage: python benchmarks/rekey_ml_corrections.py OLD_MODEL.pt NEW_MODEL.pt [--ou
 """
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -51,4 +52,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import benchmark_lock  # noqa: E402
+
+    with benchmark_lock(__file__):
+        main()

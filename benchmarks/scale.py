@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 from mace_vs_peer import ensure_peer  # noqa: E402
 
 SIZES = (192, 1536, 12288, 49152, 98304)
@@ -175,4 +175,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import RESULTS, paused, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, paused, record, versions, write_results  # noqa: E402
 from mace_vs_peer import systems  # noqa: E402
 from neighbors import water_box  # noqa: E402
 from tensornet_peer import PeerOutOfMemory, peer_info, run_peer  # noqa: E402
@@ -131,4 +131,5 @@ def table() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

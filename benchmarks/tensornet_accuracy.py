@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, record, versions, write_results  # noqa: E402
 
 NAME = "tensornet_accuracy"
 DATA = ROOT / "data" / "datasets" / "organic_gfn2"
@@ -125,4 +125,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

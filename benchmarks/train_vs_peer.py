@@ -84,7 +84,7 @@ from mlff.atomic import atomic_savefig
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, record, versions, write_results  # noqa: E402
+from _common import RESULTS, benchmark_lock, record, versions, write_results  # noqa: E402
 
 DATA = ROOT / "data" / "datasets" / "organic_gfn2"
 PEER_VENV = HERE / ".peer-venv"
@@ -638,4 +638,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with benchmark_lock(__file__):
+        main()

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import record, versions, write_results  # noqa: E402
+from _common import benchmark_lock, record, versions, write_results  # noqa: E402
 from openmm_md import run_route, write_models, write_systems  # noqa: E402
 
 
@@ -127,6 +127,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    t0 = time.time()
-    main()
-    print(f"wall {time.time() - t0:.0f} s", file=sys.stderr)
+    with benchmark_lock(__file__):
+        t0 = time.time()
+        main()
+        print(f"wall {time.time() - t0:.0f} s", file=sys.stderr)

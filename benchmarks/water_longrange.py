@@ -260,4 +260,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import benchmark_lock  # noqa: E402
+
+    with benchmark_lock(__file__):
+        main()
