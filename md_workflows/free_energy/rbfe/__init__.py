@@ -6,5 +6,8 @@
 - :mod:`.atm_system`: an OpenMM System with two ligands -> the same with its nonbonded forces
   inside an ATMForce that displaces the ligands; ML forces on the ligands stay outside.
 - :mod:`.restraints`: the centroid and alignment restraints of relative ATM.
-- :mod:`.analysis`: per-leg MBAR/BAR/EXP/TI and ddG with errors.
+- :mod:`.ml_ligands`: ML ligands (mechanical embedding), outside the ATMForce.
+- :mod:`.complex`: receptor + both ligands (GAFF2/AM1-BCC each) in one TIP3P box.
+- :mod:`.leg`: an ATM run on the engine's resumable sampler. :mod:`.analysis`: ddG with
+  both legs and every estimator.
 """
