@@ -40,3 +40,21 @@ def analyze_atm_leg(out_dir: str | Path, detect_equilibration: bool = True) -> R
     samples = load_leg(out_dir)
     s = np.array([[state["s"]] for state in leg["atm"]["states"]])
     return relative_binding_arrays(samples.u_kln, samples.dudl, s, detect_equilibration)
+
+
+def write_atm_report(out_dir: str | Path, result: RelativeBindingResult, kT_kcal_mol: float,
+                     title: str = "ATM") -> dict:
+    """``result.json`` (ddG, both legs, every estimator, overlap) and ``overlap.png``,
+    ``convergence.png``, ``dudl.png`` (dU/ds per state) in ``out_dir``; returns the paths."""
+    from mlff.atomic import atomic_write_text
+
+    from ..plots import plot_convergence, plot_dudl, plot_overlap
+
+    out = Path(out_dir)
+    record = result.to_dict(kT_kcal_mol)
+    atomic_write_text(out / "result.json", json.dumps(record, indent=1))
+    return {"result": out / "result.json",
+            "overlap": plot_overlap(result.path, out / "overlap.png", title),
+            "convergence": plot_convergence(result.path, out / "convergence.png", kT_kcal_mol, title),
+            "dudl": plot_dudl(result.path, ["s"], out / "dudl.png", kT_kcal_mol, title)}
+

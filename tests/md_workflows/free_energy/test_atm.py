@@ -3,12 +3,14 @@ ATMForce, the ATM system's end states, the restraints, and an exact relative bin
 energy (two particles in a Gaussian well of different depth, against quadrature)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import openmm
 import pytest
 from scipy.integrate import quad
 
-from mlff.md_workflows.free_energy.rbfe.leg import analyze_atm_leg, prepare_atm_leg
+from mlff.md_workflows.free_energy.rbfe.leg import analyze_atm_leg, prepare_atm_leg, write_atm_report
 from mlff.md_workflows.free_energy.rbfe.atm_system import add_atm_force, perturbation_energies, set_state
 from mlff.md_workflows.free_energy.rbfe.restraints import add_alignment_restraint, add_centroid_restraint
 from mlff.md_workflows.free_energy.rbfe.schedule import (
@@ -266,5 +268,8 @@ def test_relative_binding_free_energy_is_exact_on_an_analytic_model(tmp_path):
     assert result.path.estimates["TI_cubic"].value == pytest.approx(exact, abs=0.15)
     assert result.path.estimates["BAR"].value == pytest.approx(exact, abs=max(4 * result.ddG_err_kT, 0.03))
     assert result.path.min_neighbour_overlap > 0.03
-    record = result.to_dict(settings.kT_kj_mol / 4.184)
-    assert set(record) >= {"ddG_kcal_mol", "ddG_err_kcal_mol", "leg1_kcal_mol", "leg2_kcal_mol"}
+    files = write_atm_report(tmp_path / "atm", result, settings.kT_kj_mol / 4.184)
+    record = json.loads(files["result"].read_text())
+    assert set(record) >= {"ddG_kcal_mol", "ddG_err_kcal_mol", "leg1_kcal_mol", "leg2_kcal_mol", "estimators"}
+    assert record["ddG_kcal_mol"] == pytest.approx(result.ddG_kT * settings.kT_kj_mol / 4.184)
+    assert all(files[k].stat().st_size > 1000 for k in ("overlap", "convergence", "dudl"))
