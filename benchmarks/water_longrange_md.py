@@ -12,7 +12,8 @@ Stages (each resumable; rerun the same command after a kill):
    masses, step, friction and start), a frame every 10 steps appended to
    ``OUT/md/xtb/trajectory.extxyz`` with velocities; a rerun continues from the last frame with
    new thermostat noise (statistically, not bitwise, the same run). ``--xtb-steps`` total.
-3. ``rdf``: the O-O g(r) of each run (mdtraj, after ``--equilibration-ps``), the first peak's
+3. ``rdf``: the O-O g(r) of each run (mdtraj, after ``--equilibration-ps`` and, for GFN2-xTB,
+   ``--xtb-equilibration-ps``), the first peak's
    position and height, the first minimum, the coordination number within 3.3 A and the integrated
    |g - g_xtb| over 2-6 A, into ``results/water_longrange_md.json`` and ``OUT/rdf_OO.png/.csv``.
 4. ``ion_pair``: a test NaCl-water frame with Na+ and Cl- placed along their axis about their
@@ -142,7 +143,7 @@ def _positions(kind: str):
     return read_frames(MD / kind, len(start)), start.cell.array, REPORT_EVERY * TIMESTEP_FS / 1000
 
 
-def rdf(equilibration_ps: float, kinds=KINDS) -> list:
+def rdf(equilibration_ps: float, kinds=KINDS, xtb_equilibration_ps: float | None = None) -> list:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +158,8 @@ def rdf(equilibration_ps: float, kinds=KINDS) -> list:
     curves, records = {}, []
     for kind in ("xtb",) + tuple(kinds):
         pos, cell, dt = _positions(kind)
-        skip = int(round(equilibration_ps / dt))
+        cut = xtb_equilibration_ps if kind == "xtb" and xtb_equilibration_ps is not None else equilibration_ps
+        skip = int(round(cut / dt))
         pos = pos[skip:]
         if len(pos) < 10:
             print(f"{kind}: {len(pos)} frames after equilibration, skipped", flush=True)
@@ -191,7 +193,8 @@ def rdf(equilibration_ps: float, kinds=KINDS) -> list:
                               ("sampled_ps", ps)):
             records.append(record("water_longrange_md", "water", 192, metric, float(value), None, None,
                                   dtype="float32", threads=1, vers=versions("e3nn", "tblite"), model=kind,
-                                  equilibration_ps=equilibration_ps))
+                                  equilibration_ps=equilibration_ps if kind != "xtb" or xtb_equilibration_ps is None
+                                  else xtb_equilibration_ps))
         print(f"{kind:5s} peak {rk[peak]:.2f} A g={gk[peak]:.2f}, min {rk[after]:.2f} A, n_OO(3.3 A) {n_oo:.2f}, "
               f"|g-g_xtb| {diff:.3f} A, {ps:.1f} ps", flush=True)
     ax.set(xlabel="r O-O (A)", ylabel="g(r)", xlim=(2.0, 6.0), title="liquid water, 64 molecules, 300 K")
@@ -301,14 +304,15 @@ def main() -> None:
     parser.add_argument("--xtb-steps", type=int, default=2000, help="GFN2-xTB MD steps in total (1 fs each)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kinds", nargs="*", default=list(KINDS))
-    parser.add_argument("--equilibration-ps", type=float, default=0.5)
+    parser.add_argument("--equilibration-ps", type=float, default=1.0, help="dropped from each model run (ps)")
+    parser.add_argument("--xtb-equilibration-ps", type=float, default=0.5, help="dropped from the GFN2-xTB run (ps)")
     args = parser.parse_args()
     if "md" in args.stages:
         run_models(args.steps, args.threads, args.kinds)
     if "xtb" in args.stages:
         run_xtb(args.xtb_steps)
     if "rdf" in args.stages:
-        rdf(args.equilibration_ps, args.kinds)
+        rdf(args.equilibration_ps, args.kinds, args.xtb_equilibration_ps)
     if "ion_pair" in args.stages:
         ion_pair(args.kinds)
 
