@@ -18,8 +18,8 @@ Stages (each resumable; rerun the same command after a kill):
 4. ``evaluate``: energy, force and stress errors of each model on the test frames, per system,
    into ``results/water_longrange.json``.
 
-Later stages (issue 18): MD with each model, the O-O RDF against GFN2-xTB's own, the ion-pair
-dissociation curve. ``--frames`` frames per system and temperature; run
+MD with each model, the O-O RDF against GFN2-xTB's own and the NaCl scan are
+``water_longrange_md.py``. ``--frames`` frames per system and temperature; run
 ``python benchmarks/water_longrange.py sample label train evaluate``.
 """
 
