@@ -215,9 +215,7 @@ def attach_ml(system: openmm.System, spec: dict[str, Any]):
 
         numbers = np.zeros(system.getNumParticles(), dtype=int)
         numbers[solute] = spec["numbers"]
-        if file_sha256(spec["model"]) != spec["sha256"]:
-            raise ValueError(f"model file {spec['model']} changed since this leg was prepared "
-                             "(SHA-256 differs): use the same file or a new output directory")
+        _check_model_unchanged(spec)
         common = dict(atoms=solute, periodic=False, route=spec["route"], device=spec["device"],
                       dtype=spec["dtype"])
         # the ML region is one molecule, never periodic: its images are beyond the cutoff
@@ -256,12 +254,17 @@ def fixed_ml_spec(model: str, groups: Sequence[Sequence[int]], numbers: Sequence
     return spec
 
 
-def _attach_fixed_ml(system: openmm.System, spec: dict[str, Any]):
-    from mlff.calculators.openmm import build_ml_system
-
+def _check_model_unchanged(spec: dict[str, Any]) -> None:
+    """The model file is the one the leg was prepared with (its SHA-256)."""
     if file_sha256(spec["model"]) != spec["sha256"]:
         raise ValueError(f"model file {spec['model']} changed since this leg was prepared "
                          "(SHA-256 differs): use the same file or a new output directory")
+
+
+def _attach_fixed_ml(system: openmm.System, spec: dict[str, Any]):
+    from mlff.calculators.openmm import build_ml_system
+
+    _check_model_unchanged(spec)
     by_atom = dict(zip(spec["atoms"], spec["numbers"]))
     first = None
     for group in spec["groups"]:

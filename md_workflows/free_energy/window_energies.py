@@ -15,6 +15,9 @@ from typing import Callable, Tuple
 
 import numpy as np
 
+from .rbfe.atm_system import perturbation_energies
+from .rbfe.schedule import ATMState, SoftCore, path_derivative, reduced_energies
+
 
 def state_energies(context, states, kT, current: dict[str, float], ti_parameters: list[str], fd_step: float,
                    analytic: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -52,8 +55,6 @@ class ATMEnergies:
     and the sampled state's index; returns (u [K] / kT, [dU/ds] / kT)."""
 
     def __init__(self, system, spec: dict, kT: float):
-        from .rbfe.schedule import ATMState, SoftCore
-
         found = [f for f in system.getForces() if type(f).__name__ == "ATMForce"]
         if len(found) != 1:
             raise ValueError(f"an ATM leg needs exactly one ATMForce in its system, found {len(found)}")
@@ -67,9 +68,6 @@ class ATMEnergies:
         self.kT = kT
 
     def __call__(self, context, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        from .rbfe.atm_system import perturbation_energies
-        from .rbfe.schedule import path_derivative, reduced_energies
-
         u0, u1 = perturbation_energies(self.atm, context)
         u = reduced_energies(np.array([u0]), np.array([u1]), self.states, self.kT, self.soft)[:, 0]
         return u, np.atleast_1d(path_derivative(u0, u1, self.states[k], self.soft)) / self.kT

@@ -1,9 +1,9 @@
-"""Free energies of an ATM run from the perturbation energies stored per sample.
+"""Free energies of an ATM run from what its windows store per sample.
 
-Each state k stores, per sample, the unperturbed and displaced energies ``(u0, u1)`` (kJ/mol)
-of the forces inside the ATMForce. The reduced energy of that sample at every other state is
-then :func:`~.schedule.reduced_energies` (MBAR, BAR, EXP), and on the linear schedule dU/ds
-is :func:`~.schedule.path_derivative` (TI, analytic). The states form one path from ligand A
+The sampler (:class:`..window_energies.ATMEnergies`) turns each sample's unperturbed and
+displaced energies ``(u0, u1)`` of the forces inside the ATMForce into its reduced energy at
+every state (:func:`~.schedule.reduced_energies`: MBAR, BAR, EXP) and, on the linear
+schedule, dU/ds (:func:`~.schedule.path_derivative`: TI, analytic). The states form one path from ligand A
 bound (s = 0) through the intermediate (s = 1/2) to ligand B bound (s = 1), so
 
     ddG(A -> B) = G(s = 1) - G(s = 0) = dG(leg 1) - dG(leg 2),
@@ -16,14 +16,11 @@ decorrelation, MBAR/BAR/EXP/TI, overlap, convergence) are the hydration engine's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from ..estimators import FreeEnergyResult, analyze
-from .schedule import ATMState, SoftCore, path_derivative, reduced_energies
-
-Samples = Mapping[int, Tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -50,30 +47,6 @@ class RelativeBindingResult:
                 "leg1_kcal_mol": [x * kT_kcal_mol for x in self.leg1_kT],
                 "leg2_kcal_mol": [x * kT_kcal_mol for x in self.leg2_kT],
                 "min_neighbour_overlap": self.path.min_neighbour_overlap}
-
-
-def path_arrays(samples: Samples, states: Sequence[ATMState], kT_kj: float, soft: SoftCore = SoftCore()):
-    """``(u_kln, dudl, s)`` for :func:`..estimators.analyze`: u_kln K arrays [K, N_k] (kT),
-    dudl K arrays [N_k, 1] (dU/ds, kT; None off the linear schedule), s [K, 1]."""
-    missing = [k for k in range(len(states)) if k not in samples or len(samples[k][0]) == 0]
-    if missing:
-        raise ValueError(f"ATM: no samples for states {missing}; run them first")
-    s = np.array([[state.s] for state in states])
-    if np.any(np.diff(s[:, 0]) <= 0):
-        raise ValueError("ATM states must be ordered along the path (s increasing), as linear_schedule gives")
-    u_kln = [reduced_energies(samples[k][0], samples[k][1], states, kT_kj, soft) for k in range(len(states))]
-    dudl = None
-    if all(state.lambda1 == state.lambda2 for state in states):
-        dudl = [(path_derivative(samples[k][0], samples[k][1], state, soft) / kT_kj)[:, None]
-                for k, state in enumerate(states)]
-    return u_kln, dudl, s
-
-
-def relative_binding(samples: Samples, states: Sequence[ATMState], kT_kj: float, soft: SoftCore = SoftCore(),
-                     detect_equilibration: bool = True) -> RelativeBindingResult:
-    """ddG(A -> B) and both legs from the (u0, u1) samples of every state (keys index ``states``)."""
-    u_kln, dudl, s = path_arrays(samples, states, kT_kj, soft)
-    return relative_binding_arrays(u_kln, dudl, s, detect_equilibration)
 
 
 def relative_binding_arrays(u_kln, dudl, s: np.ndarray, detect_equilibration: bool = True) -> RelativeBindingResult:

@@ -24,10 +24,11 @@ from .schedule import ATMState, SoftCore
 #: force types that hold the interactions between a ligand and its environment
 MOVED_FORCES = frozenset({"NonbondedForce", "CustomNonbondedForce", "GBSAOBCForce", "CustomGBForce",
                           "AmoebaMultipoleForce", "AmoebaVdwForce", "HippoNonbondedForce"})
+#: bonded force types with a fixed number of atoms per term -> that number
+_ARITY = {"HarmonicBondForce": 2, "CustomBondForce": 2, "HarmonicAngleForce": 3, "CustomAngleForce": 3,
+          "PeriodicTorsionForce": 4, "RBTorsionForce": 4, "CustomTorsionForce": 4}
 #: bonded force types: unchanged by a rigid displacement when no term spans two displacements
-BONDED_FORCES = frozenset({"HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "RBTorsionForce",
-                           "CMAPTorsionForce", "CustomBondForce", "CustomAngleForce", "CustomTorsionForce",
-                           "CustomCompoundBondForce"})
+BONDED_FORCES = frozenset(_ARITY) | {"CMAPTorsionForce", "CustomCompoundBondForce"}
 #: forces that depend on no ligand displacement: kept as they are
 KEPT_FORCES = frozenset({"CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat",
                          "MonteCarloMembraneBarostat", "MonteCarloFlexibleBarostat", "TorchForce", "PythonForce"})
@@ -39,23 +40,15 @@ def _bonded_terms(force) -> Iterable[Tuple[int, ...]]:
     if name == "CMAPTorsionForce":
         for k in range(force.getNumTorsions()):
             yield tuple(force.getTorsionParameters(k)[1:9])
-        return
-    count, get = {
-        "HarmonicBondForce": ("getNumBonds", "getBondParameters"), "CustomBondForce": ("getNumBonds", "getBondParameters"),
-        "HarmonicAngleForce": ("getNumAngles", "getAngleParameters"), "CustomAngleForce": ("getNumAngles", "getAngleParameters"),
-        "PeriodicTorsionForce": ("getNumTorsions", "getTorsionParameters"),
-        "RBTorsionForce": ("getNumTorsions", "getTorsionParameters"),
-        "CustomTorsionForce": ("getNumTorsions", "getTorsionParameters"),
-        "CustomCompoundBondForce": ("getNumBonds", "getBondParameters"),
-    }[name]
-    arity = {"HarmonicBondForce": 2, "CustomBondForce": 2, "HarmonicAngleForce": 3, "CustomAngleForce": 3,
-             "PeriodicTorsionForce": 4, "RBTorsionForce": 4, "CustomTorsionForce": 4}
-    for k in range(getattr(force, count)()):
-        params = getattr(force, get)(k)
-        if name == "CustomCompoundBondForce":
-            yield tuple(params[0])
-        else:
-            yield tuple(params[:arity[name]])
+    elif name == "CustomCompoundBondForce":
+        for k in range(force.getNumBonds()):
+            yield tuple(force.getBondParameters(k)[0])
+    else:
+        arity = _ARITY[name]
+        kind = {2: "Bond", 3: "Angle", 4: "Torsion"}[arity]
+        get = getattr(force, f"get{kind}Parameters")
+        for k in range(getattr(force, f"getNum{kind}s")()):
+            yield tuple(get(k)[:arity])
 
 
 def _displacement_rows(n_particles: int, displacements: Mapping[int, Sequence[float]]) -> np.ndarray:

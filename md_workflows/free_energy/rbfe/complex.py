@@ -104,12 +104,11 @@ def build_complex(receptor, ligand_a, ligand_b, displacement_nm: Sequence[float]
         for r in topology.residues():
             r.name = residue
         parts.append((key, topology, xyz + (d if key == "ligand_b" else 0.0)))
-    modeller = app.Modeller(parts[0][1], parts[0][2] * unit.nanometer)
+    modeller = app.Modeller(app.Topology(), [] * unit.nanometer)
     atoms: Dict[str, List[int]] = {}
     for key, topology, xyz in parts:
-        start = modeller.topology.getNumAtoms() if key != "receptor" else 0
-        if key != "receptor":
-            modeller.add(topology, xyz * unit.nanometer)
+        start = modeller.topology.getNumAtoms()
+        modeller.add(topology, xyz * unit.nanometer)
         atoms[key] = list(range(start, start + topology.getNumAtoms()))
     forcefield = app.ForceField("amber14/tip3p.xml", *[str(f) for f in files])
     modeller.addSolvent(forcefield, model="tip3p", padding=padding_nm * unit.nanometer, neutralize=True)
@@ -124,7 +123,7 @@ def build_complex(receptor, ligand_a, ligand_b, displacement_nm: Sequence[float]
 
 
 def _check_box(system, positions: np.ndarray, atoms: Dict[str, List[int]], d: np.ndarray, cutoff_nm: float) -> None:
-    """The displaced ligand must stay beyond the cutoff of the receptor, and of its own image."""
+    """The displaced ligand must stay beyond the cutoff of the receptor and of its periodic images."""
     box = np.array([[v.x, v.y, v.z] for v in system.getDefaultPeriodicBoxVectors()])
     receptor = positions[atoms["receptor"]]
     ligand_b = positions[atoms["ligand_b"]]
