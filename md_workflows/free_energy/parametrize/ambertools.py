@@ -28,7 +28,12 @@ FORCEFIELDS: Dict[str, Tuple[str, str]] = {
 }
 
 #: Charge method name (antechamber ``-c``) -> description.
-CHARGE_METHODS: Dict[str, str] = {"bcc": "AM1-BCC (sqm AM1 + bond charge corrections)"}
+CHARGE_METHODS: Dict[str, str] = {
+    "bcc": "AM1-BCC (sqm AM1 + bond charge corrections)",
+    "bcc-fixed": "AM1-BCC at the input geometry (no sqm optimisation: for hosts and other large "
+                 "molecules, where AM1 minimisation takes hours)"}
+#: sqm keywords of antechamber's AM1 (its defaults) with the optimisation switched off
+_FIXED_GEOMETRY_SQM = "qm_theory='AM1', grms_tol=0.0005, scfconv=1.d-10, ndiis_attempts=700, maxcyc=0"
 
 #: The AmberTools programs the pipeline calls (sqm is called by antechamber).
 AMBERTOOLS = ("antechamber", "parmchk2", "sqm", "tleap")
@@ -187,9 +192,10 @@ def build_amber_files(workdir: Path, forcefield: str, charge_method: str,
     program's log in ``workdir``; raises :class:`AmberToolsError` on any failure.
     """
     atom_type, leaprc = FORCEFIELDS[forcefield]
+    fixed = ["-ek", _FIXED_GEOMETRY_SQM] if charge_method == "bcc-fixed" else []
     _run_tool("antechamber", [
-        "-i", MOL, "-fi", "mdl", "-o", MOL2, "-fo", "mol2", "-c", charge_method,
-        "-at", atom_type, "-rn", RESIDUE_NAME, "-nc", str(net_charge), "-pf", "y",
+        "-i", MOL, "-fi", "mdl", "-o", MOL2, "-fo", "mol2", "-c", "bcc",
+        "-at", atom_type, "-rn", RESIDUE_NAME, "-nc", str(net_charge), "-pf", "y", *fixed,
     ], workdir)
     _require_output("antechamber", workdir / MOL2, workdir)
     _run_tool("parmchk2", ["-i", MOL2, "-f", "mol2", "-o", FRCMOD, "-s", atom_type], workdir)

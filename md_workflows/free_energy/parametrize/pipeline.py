@@ -96,7 +96,9 @@ def parametrize_ligand(smiles: Optional[str] = None, name: Optional[str] = None,
     forcefield
         ``gaff2`` (default) or ``gaff`` (GAFF 1.x, the FreeSolv choice).
     charge_method
-        ``bcc``: AM1-BCC from one conformer (conformer-dependent at the 0.01 e level).
+        ``bcc``: AM1-BCC from one conformer (conformer-dependent at the 0.01 e level), sqm
+        optimising it first; ``bcc-fixed``: the same at the given geometry without sqm's
+        optimisation (for hosts and other molecules of 100+ atoms, where it takes hours).
     cache_dir
         Folder of the ligand cache; default :func:`default_cache_dir`.
     seed

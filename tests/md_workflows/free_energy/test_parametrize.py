@@ -347,3 +347,23 @@ def test_set_dihedrals_moves_only_the_rotating_side(cache, tmp_path):
     assert np.linalg.norm(syn[7] - syn[3]) == pytest.approx(np.linalg.norm(pos[7] - pos[3]), abs=1e-9)
     with pytest.raises(ValueError, match="ligand has 8 atoms"):
         fe_param.set_dihedrals(anti, pos[:5], SYN)
+
+
+@needs_ambertools
+def test_bcc_fixed_charges_the_given_geometry_without_optimising_it(ethanol, cache, monkeypatch):
+    """bcc-fixed (for hosts) is AM1-BCC with sqm's optimisation off (maxcyc=0): the charges stay
+    within a few hundredths of an e of bcc's, and it is its own cache entry."""
+    from mlff.md_workflows.free_energy.parametrize import ambertools
+
+    calls = []
+    real = ambertools._run_tool
+    monkeypatch.setattr(ambertools, "_run_tool", lambda tool, args, workdir: (calls.append((tool, args)),
+                                                                              real(tool, args, workdir))[1])
+    fixed = parametrize_ligand("CCO", name="ethanol", charge_method="bcc-fixed", cache_dir=cache)
+    (antechamber,) = [args for tool, args in calls if tool == "antechamber"]
+    assert "-ek" in antechamber and "maxcyc=0" in antechamber[antechamber.index("-ek") + 1]
+    assert fixed.charge_method == "bcc-fixed" and fixed.directory != ethanol.directory
+    q_fixed = [q for _, _, q in mol2_atoms(fixed.mol2)]
+    q_opt = [q for _, _, q in mol2_atoms(ethanol.mol2)]
+    assert abs(sum(q_fixed)) < 1e-4
+    assert q_fixed != q_opt and max(abs(a - b) for a, b in zip(q_fixed, q_opt)) < 0.05
