@@ -1,4 +1,4 @@
-"""``mlff fe``: alchemical free energies (``fe hydration``, ``fe run``).
+"""``mlff fe``: alchemical free energies (``fe hydration``, ``fe run``, ``fe rbfe``).
 
 Every default stated in the help comes from :class:`HydrationConfig` (its light module
 :mod:`mlff.md_workflows.free_energy.hydration_config`); the options default to None so that
@@ -117,6 +117,7 @@ def add_fe(sub: Subparsers) -> None:
     r.add_argument("--name", default=None)
     _add_fe_common(r)
     r.set_defaults(func=run_fe_config)
+    _add_rbfe(fesub)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
@@ -157,3 +158,55 @@ def run_fe_config(args: argparse.Namespace) -> int:
     from mlff.md_workflows.free_energy.hydration import run_hydration
 
     return print_fe(run_hydration(cfg, args.out, progress=not args.no_progress), args.out)
+
+
+def _add_rbfe(fesub) -> None:
+    r = fesub.add_parser(
+        "rbfe", help="relative binding free energies of a ligand network by ATM (YAML config)",
+        description="Relative binding free energies by the alchemical transfer method (OpenMM's "
+        "ATMForce): for each edge A~B of CONFIG both ligands are in one box, A in the site and B "
+        "displaced into the solvent, and 21 ATM states swap them. Ligands MM (GAFF2/AM1-BCC) or, "
+        "with 'model:', ML (mechanical embedding). OUT gets edges/A~B/ (windows, result.json, "
+        "overlap / convergence / dU/ds PNGs), result.json (edges, cycle closures, per-ligand "
+        "values, statistics against experiment), edges.csv and network.png. Keys: "
+        "md_workflows/free_energy/rbfe/config.py; example: data/examples/rbfe_hostguest.yaml. "
+        "Rerun the same command to resume.")
+    r.add_argument("config", help="YAML file")
+    r.add_argument("--out", required=True, help="output directory; rerun the same command to resume")
+    r.add_argument("--edges", nargs="+", metavar="A~B", default=None,
+                   help="run only these edges (the others' finished results are still analysed)")
+    r.add_argument("--workers", type=positive_int, default=None, help="windows sampled at once")
+    r.add_argument("--threads", type=positive_int, default=None, help="threads per window")
+    r.add_argument("--platform", default=None, help="OpenMM platform: Reference, CPU, CUDA or OpenCL")
+    r.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=run_fe_rbfe)
+
+
+def run_fe_rbfe(args: argparse.Namespace) -> int:
+    """``mlff fe rbfe CONFIG --out DIR``."""
+    from mlff.md_workflows.free_energy.rbfe.config import RBFEConfig
+
+    overrides = {k: getattr(args, k) for k in ("workers", "threads", "platform", "scheduler")
+                 if getattr(args, k) is not None}
+    cfg = dataclasses.replace(RBFEConfig.from_yaml(args.config), **overrides)
+    from mlff.md_workflows.free_energy.rbfe.run import run_rbfe
+
+    result = run_rbfe(cfg, args.out, progress=not args.no_progress, only=args.edges)
+    ligand_kind = f"ML ({result['model']})" if result["model"] else "MM"
+    print(f"{result['name']}: {len(result['edges'])} edges, ligands {ligand_kind}; kcal/mol")
+    print(f"  {'edge':24s} {'ddG':>7s} {'error':>6s} {'model':>6s} {'expt':>7s}")
+    for e in result["edges"]:
+        model = "" if e.get("model_error") is None else f"{e['model_error']:.2f}"
+        expt = "" if e["experiment"] is None else f"{e['experiment']:.2f}"
+        print(f"  {e['system']:24s} {e['ddG']:7.2f} {e['ddG_err']:6.2f} {model:>6s} {expt:>7s}")
+    for c in result["cycles"]:
+        print(f"  cycle {c['system']}: closure {c['cycle_closure']:.2f} +/- {c['cycle_closure_err']:.2f} "
+              f"({c['closure_sigma']:.1f} sigma)")
+    if result["edge_statistics"]:
+        st = result["edge_statistics"]
+        print(f"  against experiment ({st['n']} edges): MUE {st['mue']:.2f}, RMSE {st['rmse']:.2f}")
+    for warning in result["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"results in {args.out}/result.json, {args.out}/edges.csv")
+    return 0

@@ -45,10 +45,12 @@ def _lib() -> SimpleNamespace:
         from alchemlyb.preprocessing import subsampling
         from loguru import logger
         from pymbar import other_estimators
+        from pymbar.utils import BoundsError, ConvergenceError
     logger.disable("alchemlyb")
     return SimpleNamespace(concat=concat, forward_backward_convergence=forward_backward_convergence,
                            BAR=BAR, MBAR=MBAR, TI=TI, subsampling=subsampling,
-                           other_estimators=other_estimators)
+                           other_estimators=other_estimators,
+                           pymbar_errors=(ConvergenceError, BoundsError))
 
 
 @dataclass(frozen=True)
@@ -246,11 +248,15 @@ def bar(u_kln: list[np.ndarray], n_bootstrap: int = 200, seed: int = 0) -> Estim
     # ours: alchemlyb has no BAR bootstrap; refitting its BAR 200 times costs ~20 s a leg, so
     # the resamples call the pymbar bar that it wraps
     rng = np.random.default_rng(seed)
-    sums = [
-        _bar_resampled(lib.other_estimators, u_kln,
-                       [rng.integers(0, u.shape[1], u.shape[1]) for u in u_kln])
-        for _ in range(n_bootstrap)
-    ]
+    sums = []
+    for _ in range(n_bootstrap):
+        index = [rng.integers(0, u.shape[1], u.shape[1]) for u in u_kln]
+        try:
+            sums.append(_bar_resampled(lib.other_estimators, u_kln, index))
+        except lib.pymbar_errors:  # a resample without overlap (few samples): it has no BAR
+            continue
+    if len(sums) < max(2, n_bootstrap // 2):  # most resamples failed: the error is unknown
+        return Estimate(total, float("inf"))
     return Estimate(total, float(np.std(sums, ddof=1)))
 
 

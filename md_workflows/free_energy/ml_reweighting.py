@@ -59,11 +59,6 @@ def solute_energies(vacuum_system, numbers: Sequence[int], model, positions_nm: 
         numbers: [A] atomic numbers. model: model file, ``"default"`` or a Potential.
     """
     import openmm
-    import torch
-    from ase import Atoms
-
-    from mlff.graph import atoms_to_graph
-    from mlff.io import resolve_model
 
     frames = np.asarray(positions_nm, dtype=float).reshape(-1, len(numbers), 3)
     context = openmm.Context(vacuum_system, openmm.VerletIntegrator(1e-3),
@@ -73,6 +68,22 @@ def solute_energies(vacuum_system, numbers: Sequence[int], model, positions_nm: 
         context.setPositions(x)
         mm[n] = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(
             openmm.unit.kilojoule_per_mole)
+    members = member_energies(numbers, model, frames, device)
+    return SoluteEnergies(mm, members.mean(axis=0), members)
+
+
+def member_energies(numbers: Sequence[int], model, positions_nm: np.ndarray,
+                    device: str = "cpu") -> np.ndarray:
+    """Every ensemble member's energy [M, N] (kJ/mol) of N frames ``positions_nm`` [N, A, 3]
+    (nm) of one isolated molecule (atomic numbers ``numbers`` [A]; model file, ``"default"``
+    or a Potential)."""
+    import torch
+    from ase import Atoms
+
+    from mlff.graph import atoms_to_graph
+    from mlff.io import resolve_model
+
+    frames = np.asarray(positions_nm, dtype=float).reshape(-1, len(numbers), 3)
     potential = resolve_model(model, device)
     members = np.empty((potential.num_members, len(frames)))
     with torch.no_grad():
@@ -82,7 +93,7 @@ def solute_energies(vacuum_system, numbers: Sequence[int], model, positions_nm: 
             graph = {k: v.to(device) if hasattr(v, "to") else v for k, v in graph.items()}
             out = potential(graph, False, False)
             members[:, n] = out["member_energy"][:, 0].double().cpu().numpy() * EV_TO_KJ_PER_MOL
-    return SoluteEnergies(mm, members.mean(axis=0), members)
+    return members
 
 
 def _decorrelated(w: np.ndarray) -> np.ndarray:

@@ -10,4 +10,8 @@
 - :mod:`.complex`: receptor + both ligands (GAFF2/AM1-BCC each) in one TIP3P box.
 - :mod:`.leg`: an ATM run on the engine's resumable sampler. :mod:`.analysis`: ddG with
   both legs and every estimator.
+- ``mlff fe rbfe``: :mod:`.config` (the YAML's keys), :mod:`.placement` (a SMILES guest in a
+  host's cavity, alignment reference atoms), :mod:`.edge` (one edge end to end),
+  :mod:`.ml_uncertainty` (each ensemble member's ddG by reweighting), :mod:`.network` (cycle
+  closures, per-ligand values), :mod:`.run` (the network, its table and plot).
 """
