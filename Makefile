@@ -47,6 +47,9 @@ bench-fe: setup
 	$(PY) benchmarks/freesolv_ml.py
 	$(PY) benchmarks/freesolv_ml.py --molecules ethylamine pyrrole dimethyl_ether acetaldehyde
 	$(PY) benchmarks/ml_correction_cost.py
+	$(PY) benchmarks/rbfe_hostguest.py mm
+	$(PY) benchmarks/rbfe_hostguest.py ml
+	$(PY) benchmarks/rbfe_hostguest.py report
 
 clean-venv:
 	rm -rf $(VENV)
