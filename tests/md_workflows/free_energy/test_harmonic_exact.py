@@ -197,3 +197,40 @@ def test_a_window_that_blows_up_fails_at_once_and_saves_no_nan(tmp_path):
         run_window(out, 1)
     saved = out / "window_001" / "samples.npz"
     assert not saved.exists() or int(np.load(saved)["done_samples"]) == 0
+
+
+def test_window_killed_with_sigkill_resumes_to_the_uninterrupted_samples(tmp_path):
+    """A real kill -9 of the process sampling a window, at a moment nobody chose, then a resume:
+    the samples equal those of one uninterrupted run (the window restarts from its last
+    checkpoint; what was sampled after it is sampled again, identically)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    system, pos = oscillators(40, 3, 200.0, 400.0, 0.0)
+    s = SamplingSettings(**{**settings(seed=9, production_ps=400.0).__dict__, "checkpoint_every_samples": 50})
+    full = prepare_leg(tmp_path / "full", system, pos, STATES[:2], s, ["lambda"])
+    part = prepare_leg(tmp_path / "part", system, pos, STATES[:2], s, ["lambda"])
+    script = ("import sys; from mlff.md_workflows.free_energy.sampling import run_window; "
+              "run_window(sys.argv[1], 0)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(part)])
+    progress = part / "window_000" / "progress.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if progress.exists() and json.loads(progress.read_text())["done"] >= 100:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the window finished before it could be killed: sample longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = int(np.load(part / "window_000" / "samples.npz")["done_samples"])
+    assert 100 <= kept < s.n_samples
+    run_window(part, 0)
+    run_window(full, 0)
+    a = np.load(full / "window_000" / "samples.npz")
+    b = np.load(part / "window_000" / "samples.npz")
+    assert int(b["done_samples"]) == s.n_samples
+    np.testing.assert_array_equal(a["time_ps"], b["time_ps"])
+    np.testing.assert_array_equal(a["u_kln"], b["u_kln"])
+    np.testing.assert_array_equal(a["dudl"], b["dudl"])
