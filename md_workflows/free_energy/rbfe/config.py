@@ -149,8 +149,7 @@ class RBFEConfig:
             timestep_fs=(self.ml_timestep_fs if self.model is not None and self.ml_timestep_fs else self.timestep_fs),
             friction_per_ps=self.friction_per_ps, equilibration_ps=self.equilibration_ps,
             production_ps=self.production_ps, sample_every_ps=self.sample_every_ps,
-            platform=self.platform, threads=self.threads, seed=self.seed + 100 * edge_index,
-            minimize=False)  # the edge's start structure is minimised once (rbfe.edge.minimized)
+            platform=self.platform, threads=self.threads, seed=self.seed + 100 * edge_index)
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], where: str = "config") -> "RBFEConfig":

@@ -63,9 +63,10 @@ def default_displacement(receptor_nm: np.ndarray, ligands_nm: List[np.ndarray], 
 
 def minimized(system, positions_nm: np.ndarray, platform: str = "CPU", threads: int = 1) -> np.ndarray:
     """The complex's start structure (nm), minimised once in MM before the ATMForce and the ML
-    ligands exist. Every window starts from it (AToM-OpenMM's practice; the sampler's
-    per-window minimisation is off for ATM edges): with ML ligands, 21 minimisations through the
-    model would cost more than the sampling of a short protocol."""
+    ligands exist. Each window then minimises again at its own state (the sampler's
+    minimisation; at s near 1 the displaced ligand B meets the waters that were placed around
+    A, and only a minimisation in that state removes the clash), which from this structure
+    takes few steps near s = 0: with ML ligands every step is a model call."""
     import openmm
     from openmm import unit
 
