@@ -27,6 +27,9 @@ def add_import(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="mlff model file to write (.pt)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                    help="dtype of the imported model (default %(default)s)")
+    p.add_argument("--head", default=None,
+                   help="mace: the head of a multi-head file to import (default: the one named "
+                        "'default'; an unknown name lists the heads)")
     p.add_argument("--elements", nargs="+", default=None,
                    help="torchmd-net: the elements the model was trained on (symbols or atomic "
                         "numbers; a checkpoint embeds every atomic number up to max_z)")
@@ -77,14 +80,16 @@ def run_import(args: argparse.Namespace) -> int:
         return 0
     from mlff.io_import.mace_torch import import_mace
 
-    potential, metadata = import_mace(args.input, dtype=args.dtype)
+    potential, metadata = import_mace(args.input, dtype=args.dtype, head=args.head)
     save_model(potential, out, metadata=metadata)
     c = potential.model.config
     n_params = sum(p.numel() for p in potential.model.parameters())
+    extras = [f"head {metadata['imported_from']['head']}"] if args.head or metadata["imported_from"]["head"] != "Default" else []
+    extras += ["ZBL pair repulsion"] if "zbl" in c.priors else []
     print(f"{out}: MACE from {metadata['imported_from']['class']} {Path(args.input).name} "
           f"(elements {list(c.elements)}, {c.channels} channels, max_L {c.max_L}, "
           f"correlation {c.correlation}, {c.num_interactions} interactions, r_cut {c.r_cut:g} A, "
-          f"{n_params} parameters, {args.dtype})")
+          f"{n_params} parameters, {args.dtype}{''.join(', ' + e for e in extras)})")
     return 0
 
 

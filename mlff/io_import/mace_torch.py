@@ -21,12 +21,21 @@ and its weights are rewritten into mlff's layout. Nothing is refitted; every map
   in the span of mlff's orthonormal symmetric basis ``B``: the weights become ``B . U w``
   exactly, and the residual ``|Sym(U) - B B^T Sym(U)|`` is checked to be round-off.
 
+- ZBL pair repulsion (``pair_repulsion=True``, mace-torch's ``ZBLBasis``) becomes mlff's
+  ``zbl`` prior with mace's constants (4-digit coefficients, screening length ``a_prefactor *
+  0.529 / (Z^a_exp + Z^a_exp)``, ``k = 14.3996``, the file's own covalent radii, envelope order
+  ``p``); ``ScaleShiftMACE`` adds it before its scale-shift, so its weight is the scale;
+- multi-head files: one head is selected (``head=``; by default the one named "default" in
+  any case, as mace-torch's calculator does); its E0s, scale and shift are that head's and its
+  readouts are that head's slice (the non-linear readout's hidden channels are a contiguous
+  block per head, the others masked to zero by mace), renormalised for the smaller fan-in.
+
 Supported: ``ScaleShiftMACE`` and ``MACE``; a first interaction with or without residual
 (``RealAgnosticInteractionBlock`` or ``RealAgnosticResidualInteractionBlock``, see
 ``MACEConfig.residual_first``) followed by residual ones; hidden irreps ``C x 0e (+ C x 1o (+ C x 2e))``;
 Bessel radial basis with the polynomial envelope; the 2022 file format (``r_max`` a float,
 ``atomic_numbers`` a list) and the current one. Anything else is refused with an error that
-names it (ZBL pair repulsion, multi-head files, other blocks, distance transforms).
+names it (other blocks, distance transforms, a ZBL without mace-torch 0.3's buffers).
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -87,16 +96,56 @@ def _require(node: Pickled, names: Sequence[str], what: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def read_config(root: Pickled, dtype: str = "float64") -> MACEConfig:
-    """mlff's MACEConfig for a pickled mace-torch model (refuses unsupported parts)."""
-    _require(root, MODEL_CLASSES, "the model")
-    for flag in ("pair_repulsion", "use_pair_repulsion"):
-        if attr(root, flag, False) is True or "pair_repulsion_fn" in root.children:
-            raise UnsupportedModelError("the model has ZBL pair repulsion (pair_repulsion=True), "
-                                        "which mlff's MACE import does not support yet")
+def heads_of(root: Pickled) -> List[str]:
+    """The head names of a pickled mace-torch model (``["Default"]`` for files without heads)."""
     heads = attr(root, "heads", None)
-    if heads is not None and len(heads) > 1:
-        raise UnsupportedModelError(f"multi-head model (heads {list(heads)}); mlff imports single-head files")
+    return [str(h) for h in heads] if heads else ["Default"]
+
+
+def select_head(root: Pickled, head: Optional[str] = None) -> int:
+    """Index of ``head`` among the file's heads; ``None``: the only head, else the one named
+    "default" (any case), as mace-torch's calculator chooses. An unknown name is an error that
+    lists the heads (mace-torch would silently take the last one)."""
+    heads = heads_of(root)
+    if head is None:
+        if len(heads) == 1:
+            return 0
+        named = [i for i, h in enumerate(heads) if h.lower() == "default"]
+        if not named:
+            raise UnsupportedModelError(f"multi-head model with heads {heads} and none named 'default': "
+                                        "choose one with --head NAME (import_mace(head=...))")
+        return named[0]
+    if head not in heads:
+        raise UnsupportedModelError(f"head {head!r} is not in this model; its heads are {heads}")
+    return heads.index(head)
+
+
+def zbl_prior(root: Pickled, elements: Sequence[int], weight: float) -> Dict[str, object]:
+    """mlff's ``zbl`` prior options equal to the file's ``pair_repulsion_fn`` (mace-torch 0.3's
+    ``ZBLBasis``: buffers ``c``, ``p``, ``covalent_radii``, ``a_exp``, ``a_prefactor``; its
+    exponents 3.2, 0.9423, 0.4028, 0.2016, the 0.529 A Bohr radius and 14.3996 eV A are
+    constants of its code)."""
+    fn = root.child("pair_repulsion_fn")
+    _require(fn, ("ZBLBasis",), "the pair repulsion")
+    have = fn.tensors()
+    missing = [k for k in ("c", "p", "covalent_radii", "a_exp", "a_prefactor") if k not in have]
+    if missing:
+        raise UnsupportedModelError(f"the ZBL pair repulsion lacks {missing}: written by a mace-torch "
+                                    "older than 0.3, whose ZBL form mlff does not import")
+    radii = have["covalent_radii"].to(torch.float64)
+    return {"p": int(round(scalar(have["p"]))),
+            "radii": [float(radii[int(z)]) for z in elements],
+            "coefficients": [float(c) for c in have["c"].to(torch.float64).tolist()],
+            "exponents": [3.2, 0.9423, 0.4028, 0.2016],
+            "screening_length": scalar(have["a_prefactor"]) * 0.529,
+            "z_power": scalar(have["a_exp"]), "coulomb": 14.3996, "weight": float(weight)}
+
+
+def read_config(root: Pickled, dtype: str = "float64", head: Optional[str] = None) -> MACEConfig:
+    """mlff's MACEConfig for a pickled mace-torch model (refuses unsupported parts); for a
+    multi-head file that of one head (:func:`select_head`)."""
+    _require(root, MODEL_CLASSES, "the model")
+    h, n_heads = select_head(root, head), len(heads_of(root))
     numbers = attr(root, "atomic_numbers")
     elements = tuple(int(z) for z in (numbers.tolist() if isinstance(numbers, Tensor) else numbers))
     radial = root.child("radial_embedding")
@@ -141,11 +190,21 @@ def read_config(root: Pickled, dtype: str = "float64") -> MACEConfig:
     for r in readouts[:-1]:
         _require(r, ("LinearReadoutBlock",), "an inner readout")
     readout_hidden = irreps_of(last.child("linear_1").attrs["irreps_out"])[0][0]
-    e0s = root.child("atomic_energies_fn").tensor("atomic_energies").to(torch.float64).reshape(-1)
+    if readout_hidden % n_heads:
+        raise ModelFileError(f"the readout's {readout_hidden} hidden channels do not split into {n_heads} heads")
+    readout_hidden //= n_heads
+    e0s = root.child("atomic_energies_fn").tensor("atomic_energies").to(torch.float64)
+    if e0s.numel() != n_heads * len(elements):
+        raise ModelFileError(f"{e0s.numel()} atomic energies for {n_heads} head(s) x {len(elements)} elements")
+    e0s = e0s.reshape(n_heads, len(elements))[h]
     scale, shift = 1.0, 0.0
     if root.name == "ScaleShiftMACE":
         ss = root.child("scale_shift")
-        scale, shift = scalar(ss.tensor("scale")), scalar(ss.tensor("shift"))
+        scale = scalar(ss.tensor("scale").reshape(-1)[h] if ss.tensor("scale").numel() > 1 else ss.tensor("scale"))
+        shift = scalar(ss.tensor("shift").reshape(-1)[h] if ss.tensor("shift").numel() > 1 else ss.tensor("shift"))
+    priors = {}
+    if "pair_repulsion_fn" in root.children or attr(root, "pair_repulsion", False) is True:
+        priors["zbl"] = zbl_prior(root, elements, scale)  # inside mace's scale-shift
     return MACEConfig(
         elements=elements, channels=channels, max_L=len(hidden) - 1, max_ell=sh[-1][1],
         correlation=correlations.pop(), r_cut=r_max, num_interactions=len(interactions),
@@ -153,14 +212,16 @@ def read_config(root: Pickled, dtype: str = "float64") -> MACEConfig:
         cutoff_p=int(round(scalar(radial.child("cutoff_fn").tensor("p")))),
         radial_mlp=tuple(int(h) for h in hs[1:-1]), readout_mlp=int(readout_hidden),
         avg_num_neighbors=avg.pop(), e0s=tuple(e0s.tolist()), scale=scale, shift=shift, dtype=dtype,
-        residual_first=interactions[0].name == LATER_INTERACTION)
+        residual_first=interactions[0].name == LATER_INTERACTION, priors=priors)
 
 
-def convert_state(root: Pickled, model: MACE) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
-    """mlff's state dict for ``model`` (built from :func:`read_config`) with mace's weights,
-    and checks: ``{"contraction_residual": max relative residual of the projections in units of
-    the file's machine epsilon}``."""
+def convert_state(root: Pickled, model: MACE, head: Optional[str] = None
+                  ) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
+    """mlff's state dict for ``model`` (built from :func:`read_config` with the same ``head``)
+    with mace's weights, and checks: ``{"contraction_residual": max relative residual of the
+    projections in units of the file's machine epsilon}``."""
     c = model.config
+    h, n_heads = select_head(root, head), len(heads_of(root))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     species = len(c.elements)
     scalars: Irreps = [(c.channels, 0, 1)]
@@ -260,18 +321,22 @@ def convert_state(root: Pickled, model: MACE) -> Tuple[Dict[str, Tensor], Dict[s
         irreps_in = irreps_out
 
     readouts = list(root.child("readouts").children.values())
+    hid = c.readout_mlp  # per head
     for t, ro in enumerate(readouts):
         if t < len(readouts) - 1:
             (i_in, _, shape, pw), = instructions(ro.child("linear"))
-            w = ro.child("linear").tensor("weight").view(int(shape[0]), 1).to(torch.float64) * float(pw)
-            state[f"readouts.{t}.weight"] = (w * math.sqrt(c.channels)).unsqueeze(0)
+            w = ro.child("linear").tensor("weight").view(int(shape[0]), n_heads).to(torch.float64) * float(pw)
+            state[f"readouts.{t}.weight"] = (w[:, h:h + 1] * math.sqrt(c.channels)).unsqueeze(0)
         else:
             layers = []
-            for name, act in (("linear_1", True), ("linear_2", False)):
+            # this head's block of the hidden channels (mace masks the others to zero)
+            for name, act, rows, cols in (("linear_1", True, slice(None), slice(h * hid, (h + 1) * hid)),
+                                          ("linear_2", False, slice(h * hid, (h + 1) * hid), slice(h, h + 1))):
                 lin = ro.child(name)
                 (_, _, shape, pw), = instructions(lin)
                 w = lin.tensor("weight").view(int(shape[0]), int(shape[1])).to(torch.float64)
-                w = w * float(pw) * math.sqrt(int(shape[0]))  # e3nn norm -> GroupedLinear's 1/sqrt(in)
+                w = (w * float(pw))[rows, cols]
+                w = w * math.sqrt(w.shape[0])  # e3nn norm -> GroupedLinear's 1/sqrt(in)
                 constant = None
                 if act:
                     acts = list(ro.child("non_linearity").child("acts").children.values())
@@ -283,9 +348,13 @@ def convert_state(root: Pickled, model: MACE) -> Tuple[Dict[str, Tensor], Dict[s
 
 
 
-def import_mace(path: Union[str, os.PathLike], dtype: str = "float64") -> Tuple[Potential, Dict[str, object]]:
+def import_mace(path: Union[str, os.PathLike], dtype: str = "float64", head: Optional[str] = None
+                ) -> Tuple[Potential, Dict[str, object]]:
     """A mace-torch model file -> (mlff :class:`Potential` in eval mode, metadata for the model
-    file: source, SHA-256, class, the projection residual).
+    file: source, SHA-256, class, the head, the projection residual).
+
+    Args:
+        head: for a multi-head file, the head to import (default: the one named "default").
 
     Raises:
         UnsafePickleError: the file names a global that is not part of a model.
@@ -295,9 +364,9 @@ def import_mace(path: Union[str, os.PathLike], dtype: str = "float64") -> Tuple[
     if not isinstance(root, Pickled):
         raise ModelFileError(f"{path}: holds a {type(root).__name__}, not a pickled mace-torch model "
                              "(a state_dict alone has no hyperparameters; save the whole model)")
-    config = read_config(root, dtype)
+    config = read_config(root, dtype, head)
     model = MACE(config)
-    state, checks = convert_state(root, model)
+    state, checks = convert_state(root, model, head)
     if checks["contraction_residual"] > 100.0:
         raise ModelFileError(f"{path}: the symmetric contraction does not project onto mlff's basis "
                              f"(residual {checks['contraction_residual']:.1f} machine epsilons); please report it")
@@ -305,5 +374,6 @@ def import_mace(path: Union[str, os.PathLike], dtype: str = "float64") -> Tuple[
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     metadata = {"imported_from": {"code": "mace-torch", "file": Path(path).name,
                                   "sha256": file_sha256(path), "class": root.name,
+                                  "head": heads_of(root)[select_head(root, head)],
                                   "contraction_residual": checks["contraction_residual"]}}
     return Potential(model).eval(), metadata

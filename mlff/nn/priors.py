@@ -9,12 +9,15 @@ runs in TorchScript.
   J. P. Biersack, U. Littmark, *The Stopping and Range of Ions in Solids*, 1985), switched off
   smoothly at the sum of the two covalent radii (``ase.data.covalent_radii``) times
   ``radius_scale``, so that it only acts where atoms are closer than a bond: it keeps MD and
-  sampling of close contacts physical where training data has none.
+  sampling of close contacts physical where training data has none. Its constants are
+  options, so that a model written by another code with its own rounding of them is
+  reproduced exactly (mace-torch's ``ZBLBasis``: 4-digit coefficients, ``0.4543 * 0.529 / (Z^0.3
+  + Z^0.3)``, ``k = 14.3996``, inside its scale; see :mod:`mlff.io_import.mace_torch`).
 
 Priors are written by hand (a few lines) because they run inside the TorchScript-able model.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +33,9 @@ ZBL_LENGTH_A = 0.46850
 #: the exponent of Z in the screening length
 ZBL_Z_POWER = 0.23
 
-PRIOR_OPTIONS: Dict[str, Sequence[str]] = {"zbl": ("radius_scale", "p")}
+PRIOR_OPTIONS: Dict[str, Sequence[str]] = {
+    "zbl": ("radius_scale", "p", "radii", "coefficients", "exponents", "screening_length",
+            "z_power", "coulomb", "weight")}
 
 
 def validate_priors(priors: Dict[str, Dict[str, float]]) -> None:
@@ -46,28 +51,53 @@ def validate_priors(priors: Dict[str, Dict[str, float]]) -> None:
 class ZBLRepulsion(nn.Module):
     """ZBL pair repulsion per atom, ``[M, E, 1]`` edge lengths -> ``[M, N]`` (eV).
 
-    ``E_ij = k Z_i Z_j / r phi(r / a_ij) s(r / r_ij)``, ``a_ij = 0.4685 / (Z_i^0.23 + Z_j^0.23)``
-    A, ``phi(x) = sum_k c_k exp(-d_k x)``, ``s`` the polynomial envelope of order ``p`` (1 at 0;
-    value, slope and curvature 0 at 1) and ``r_ij = radius_scale (R_cov(Z_i) + R_cov(Z_j))``.
-    Half of each pair's energy goes to each atom (the edge list holds both directions).
+    ``E_ij = w k Z_i Z_j / r phi(r / a_ij) s(r / r_ij)``, ``a_ij = 0.4685 / (Z_i^0.23 +
+    Z_j^0.23)`` A, ``phi(x) = sum_k c_k exp(-d_k x)``, ``s`` the polynomial envelope of order
+    ``p`` (1 at 0; value, slope and curvature 0 at 1) and ``r_ij = radius_scale (R_cov(Z_i) +
+    R_cov(Z_j))``. Half of each pair's energy goes to each atom (the edge list holds both
+    directions).
+
+    Args:
+        elements: atomic numbers in the model's species order.
+        radius_scale: multiplies the covalent radii (``ase.data.covalent_radii``).
+        p: envelope order (>= 2).
+        radii: per-element radii (A, species order) used instead of ``ase``'s (then
+            ``radius_scale`` still multiplies them).
+        coefficients, exponents: ``c_k`` and ``d_k`` of ``phi`` (equal lengths).
+        screening_length: the numerator of ``a_ij`` (A); z_power: the exponent of ``Z`` in it.
+        coulomb: ``k`` (eV A / e^2); weight: ``w``, a factor on the whole term.
     """
 
-    def __init__(self, elements: Sequence[int], radius_scale: float = 1.0, p: int = 6) -> None:
+    def __init__(self, elements: Sequence[int], radius_scale: float = 1.0, p: int = 6,
+                 radii: Optional[Sequence[float]] = None,
+                 coefficients: Sequence[float] = ZBL_COEFFICIENTS,
+                 exponents: Sequence[float] = ZBL_EXPONENTS,
+                 screening_length: float = ZBL_LENGTH_A, z_power: float = ZBL_Z_POWER,
+                 coulomb: float = COULOMB_EV_A, weight: float = 1.0) -> None:
         super().__init__()
         from ase.data import covalent_radii
 
         if not radius_scale > 0 or p < 2:
             raise ValueError(f"zbl needs radius_scale > 0 and p >= 2, got {radius_scale}, {p}")
+        if len(coefficients) != len(exponents) or not len(coefficients):
+            raise ValueError(f"zbl needs as many coefficients as exponents (>= 1), got "
+                             f"{len(coefficients)} and {len(exponents)}")
+        if radii is not None and len(radii) != len(elements):
+            raise ValueError(f"zbl radii: {len(radii)} values for {len(elements)} elements")
+        if not screening_length > 0:
+            raise ValueError(f"zbl needs screening_length > 0, got {screening_length}")
         z = torch.tensor([float(e) for e in elements], dtype=torch.get_default_dtype())
         self.register_buffer("z", z, persistent=False)
-        self.register_buffer("z_power", z ** ZBL_Z_POWER, persistent=False)
-        radii = [float(covalent_radii[int(e)]) * radius_scale for e in elements]
-        self.register_buffer("radius", torch.tensor(radii, dtype=torch.get_default_dtype()), persistent=False)
+        self.register_buffer("z_power", z ** float(z_power), persistent=False)
+        base = [float(r) for r in radii] if radii is not None else [
+            float(covalent_radii[int(e)]) for e in elements]
+        self.register_buffer("radius", torch.tensor([r * radius_scale for r in base],
+                                                    dtype=torch.get_default_dtype()), persistent=False)
         self.envelope = PolynomialCutoff(1.0, p)  # applied to r / r_ij
-        self.coefficients: List[float] = list(ZBL_COEFFICIENTS)
-        self.exponents: List[float] = list(ZBL_EXPONENTS)
-        self.screening_length = ZBL_LENGTH_A  # attributes, not globals, for TorchScript
-        self.coulomb = COULOMB_EV_A
+        self.coefficients: List[float] = [float(c) for c in coefficients]
+        self.exponents: List[float] = [float(d) for d in exponents]
+        self.screening_length = float(screening_length)  # attributes, not globals, for TorchScript
+        self.coulomb = float(coulomb) * float(weight)
 
     def forward(self, species: Tensor, edge_index: Tensor, lengths: Tensor) -> Tensor:
         send = species.index_select(0, edge_index[0])
@@ -91,7 +121,12 @@ def build_priors(priors: Dict[str, Dict[str, float]], elements: Sequence[int]) -
     modules: List[nn.Module] = []
     for name, options in sorted(priors.items()):
         if name == "zbl":
-            modules.append(ZBLRepulsion(elements, float(options.get("radius_scale", 1.0)),
-                                        int(options.get("p", 6))))
+            kwargs = dict(options)
+            for key in ("radius_scale", "screening_length", "z_power", "coulomb", "weight"):
+                if key in kwargs:
+                    kwargs[key] = float(kwargs[key])
+            if "p" in kwargs:
+                kwargs["p"] = int(kwargs["p"])
+            modules.append(ZBLRepulsion(elements, **kwargs))
     return modules
 

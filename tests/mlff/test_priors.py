@@ -46,6 +46,48 @@ def test_zbl_adds_its_closed_form_to_any_model(small_potential, model_type):
     assert float(with_zbl(g)["energy"] - plain(g)["energy"]) == 0.0
 
 
+#: the ZBL options mlff's mace-torch import writes (mlff.io_import.mace_torch.zbl_prior) for a
+#: ScaleShiftMACE of scale 1.7 with ZBLBasis(p=5): mace-torch 0.3's own constants
+MACE_ZBL = {"p": 5, "radii": [0.31, 0.76, 0.66], "coefficients": [0.1818, 0.5099, 0.2802, 0.02817],
+            "exponents": [3.2, 0.9423, 0.4028, 0.2016], "screening_length": 0.4543 * 0.529,
+            "z_power": 0.3, "coulomb": 14.3996, "weight": 1.7}
+
+
+def mace_zbl_closed_form(z1, z2, r, p=5, weight=1.7):
+    """mace-torch's ZBLBasis pair energy (its code's constants), times the model's scale."""
+    a = 0.4543 * 0.529 / (z1 ** 0.3 + z2 ** 0.3)
+    x = r / a
+    phi = 0.1818 * math.exp(-3.2 * x) + 0.5099 * math.exp(-0.9423 * x) + \
+        0.2802 * math.exp(-0.4028 * x) + 0.02817 * math.exp(-0.2016 * x)
+    u = r / (COVALENT[z1] + COVALENT[z2])
+    s = 0.0 if u >= 1 else 1 - (p + 1) * (p + 2) / 2 * u ** p + p * (p + 2) * u ** (p + 1) - p * (p + 1) / 2 * u ** (p + 2)
+    return weight * 14.3996 * z1 * z2 / r * phi * s
+
+
+def test_zbl_with_another_codes_constants_is_exact(small_potential):
+    """With mace-torch's constants as options the prior equals mace's ZBL to round-off (the
+    imported models' references check the same through mace-torch itself)."""
+    plain = small_potential(model_type="mace", elements=(1, 6, 8), seed=2, dtype="float64")
+    with_zbl = small_potential(model_type="mace", elements=(1, 6, 8), seed=2, dtype="float64",
+                               priors={"zbl": MACE_ZBL})
+    for z1, z2, r in [(6, 8, 0.45), (1, 1, 0.3), (1, 8, 0.6), (6, 6, 1.2), (1, 6, 0.9)]:
+        atoms = Atoms(numbers=[z1, z2], positions=[[0, 0, 0], [r, 0.1 * r, 0]])
+        g = atoms_to_graph(atoms, plain.r_cut, plain.elements, dtype=torch.float64)
+        d = float(np.linalg.norm(atoms.positions[1] - atoms.positions[0]))
+        diff = float(with_zbl(g)["energy"] - plain(g)["energy"])
+        assert diff == pytest.approx(mace_zbl_closed_form(z1, z2, d), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"coefficients": [0.1, 0.2], "exponents": [1.0]}, "as many coefficients as exponents"),
+    ({"radii": [0.3, 0.7]}, "2 values for 3 elements"),
+    ({"screening_length": 0.0}, "screening_length > 0"),
+    ({"charge": 1}, "unknown options"),
+])
+def test_zbl_option_errors(small_potential, options, message):
+    with pytest.raises(ValueError, match=message):
+        small_potential(model_type="mace", elements=(1, 6, 8), priors={"zbl": options})
+
 def test_zbl_forces_stress_torchscript_and_model_file(small_potential, tmp_path):
     pot = small_potential(model_type="tensornet", elements=(1, 6, 8), priors={"zbl": {"radius_scale": 1.5}})
     atoms = periodic_box(3)

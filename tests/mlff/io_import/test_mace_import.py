@@ -22,6 +22,7 @@ import torch
 
 from mlff.calculators.ase import MLFFCalculator
 from mlff.io import load_model_with_metadata, save_model
+from mlff.errors import ModelFileError
 from mlff.io_import.e3nn_weights import UnsupportedModelError, contraction_weights
 from mlff.io_import.mace_torch import import_mace, read_config
 from mlff.io_import.safe_pickle import load_pickled
@@ -81,11 +82,67 @@ def _rounding_spread(calc, ref, forces, trials=4):
     return spread
 
 
-@pytest.mark.parametrize("path", FIXTURE_MODELS, ids=[p.stem for p in FIXTURE_MODELS])
-def test_random_mace_torch_models_are_reproduced(path):
-    potential, meta = import_mace(path)
+def _fixture_cases():
+    """(model, head, reference): one reference per head of a multi-head fixture
+    (``<name>.<head>.extxyz``), else ``<name>.extxyz`` with head None."""
+    cases = []
+    for path in FIXTURE_MODELS:
+        if path.with_suffix(".extxyz").exists():
+            cases.append((path, None, path.with_suffix(".extxyz")))
+        for ref in sorted(FIXTURES.glob(f"{path.stem}.*.extxyz")):
+            cases.append((path, ref.name[len(path.stem) + 1:-len(".extxyz")], ref))
+    return cases
+
+
+@pytest.mark.parametrize("path, head, reference", _fixture_cases(),
+                         ids=[f"{p.stem}-{h}" if h else p.stem for p, h, _ in _fixture_cases()])
+def test_random_mace_torch_models_are_reproduced(path, head, reference):
+    """Every fixture (ZBL pair repulsion and both heads of the multi-head one included)."""
+    potential, meta = import_mace(path, head=head)
     assert meta["imported_from"]["contraction_residual"] < 100  # machine epsilons
-    assert_reproduces(potential, ase.io.read(path.with_suffix(".extxyz"), ":"))
+    assert meta["imported_from"]["head"] == (head or "Default")
+    assert ("zbl" in potential.model.config.priors) == path.stem.startswith(("zbl", "multihead"))
+    assert_reproduces(potential, ase.io.read(reference, ":"))
+
+
+def test_multi_head_selection():
+    """The default head is the one named "default"; heads give different models; no default
+    or an unknown head is an error that lists the heads."""
+    path = model_fixture("multihead_L1_ell2_corr3.model")
+    default, meta = import_mace(path)
+    assert meta["imported_from"]["head"] == "Default"
+    pt, _ = import_mace(path, head="pt_head")
+    atoms = ase.io.read(FIXTURES / "multihead_L1_ell2_corr3.Default.extxyz", "3")
+    energies = []
+    for potential in (default, pt):
+        atoms.calc = MLFFCalculator(potential)
+        energies.append(atoms.get_potential_energy())
+    assert abs(energies[0] - energies[1]) > 1.0
+    assert default.model.config.scale == pytest.approx(0.8) and pt.model.config.scale == pytest.approx(1.7)
+    with pytest.raises(UnsupportedModelError, match=r"'dft' is not in this model; its heads are \['pt_head', 'Default'\]"):
+        import_mace(path, head="dft")
+    root = _with(load_pickled(path), (), heads=["pbe", "r2scan"])
+    with pytest.raises(UnsupportedModelError, match="none named 'default'.*--head"):
+        read_config(root)
+    assert read_config(root, head="r2scan").scale == pytest.approx(0.8)
+
+
+def test_zbl_model_is_a_normal_model_file(tmp_path):
+    """A ZBL import saves (its prior options in the config), reloads and compiles to the same
+    numbers on a squeezed molecule, where the repulsion is several eV."""
+    from mlff.graph import atoms_to_graph
+
+    potential, meta = import_mace(model_fixture("zbl_L1_ell2_corr2.model"))
+    zbl = potential.model.config.priors["zbl"]
+    assert zbl["weight"] == pytest.approx(1.7) and zbl["coulomb"] == 14.3996
+    save_model(potential, tmp_path / "zbl.pt", metadata=meta)
+    loaded, _ = load_model_with_metadata(tmp_path / "zbl.pt")
+    assert loaded.model.config.priors == potential.model.config.priors
+    ref = ase.io.read(FIXTURES / "zbl_L1_ell2_corr2.extxyz", "-2")  # squeezed formic acid
+    graph = atoms_to_graph(ref, loaded.r_cut, loaded.elements, dtype=torch.float64)
+    for model in (loaded, torch.jit.script(loaded)):
+        out = model(graph, compute_forces=True)
+        assert float(out["energy"]) == pytest.approx(ref.info["mace_energy"], rel=1e-10)
 
 
 @pytest.mark.parametrize("folder", sorted(REAL))
@@ -186,8 +243,7 @@ def _with(root, path, **changes):
 
 
 @pytest.mark.parametrize("path, changes, message", [
-    ((), {"pair_repulsion": True}, "ZBL pair repulsion"),
-    ((), {"heads": ["pbe", "r2scan"]}, "multi-head"),
+    ((), {"heads": ["pbe", "default"]}, "atomic energies for 2 head"),
     ((), {"use_agnostic_product": True}, "use_agnostic_product"),
     (("interactions", "1"), {"qualname": "mace.modules.blocks.RealAgnosticDensityInteractionBlock"},
      "RealAgnosticDensityInteractionBlock"),
@@ -197,8 +253,19 @@ def _with(root, path, **changes):
 def test_unsupported_parts_are_named(path, changes, message):
     root = load_pickled(model_fixture("plainfirst_L0_ell3_corr3.model"))
     read_config(root)  # the unchanged model is fine
-    with pytest.raises(UnsupportedModelError, match=message):
+    with pytest.raises((UnsupportedModelError, ModelFileError), match=message):
         read_config(_with(root, path, **changes))
+
+
+def test_unsupported_zbl_is_named():
+    """A pair repulsion that is not mace-torch 0.3's ZBLBasis, or lacks its buffers, is refused."""
+    root = load_pickled(model_fixture("zbl_L1_ell2_corr2.model"))
+    with pytest.raises(UnsupportedModelError, match="the pair repulsion is a .*OtherRepulsion"):
+        read_config(_with(root, ("pair_repulsion_fn",), qualname="mace.modules.radial.OtherRepulsion"))
+    old = copy.deepcopy(root)
+    del old.child("pair_repulsion_fn").attrs["_buffers"]["covalent_radii"]
+    with pytest.raises(UnsupportedModelError, match=r"lacks \['covalent_radii'\].*older than 0.3"):
+        read_config(old)
 
 
 def test_cli_import(tmp_path):
@@ -208,6 +275,12 @@ def test_cli_import(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "elements [1, 6, 8]" in done.stdout and out.exists()
+    head = subprocess.run(cmd[:5] + [str(model_fixture("multihead_L1_ell2_corr3.model")), "-o",
+                                     str(tmp_path / "pt.pt"), "--head", "pt_head"], capture_output=True, text=True)
+    assert head.returncode == 0 and "head pt_head, ZBL pair repulsion" in head.stdout, head.stderr
+    unknown = subprocess.run(cmd[:5] + [str(model_fixture("multihead_L1_ell2_corr3.model")), "-o",
+                                        str(tmp_path / "x.pt"), "--head", "dft"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "its heads are ['pt_head', 'Default']" in unknown.stderr
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
     bad = subprocess.run(cmd[:5] + [str(FIXTURES / "plainfirst_L1_ell3_corr1.extxyz"), "-o",
