@@ -17,7 +17,14 @@ In the background:
 
     setsid nohup .venv/bin/python benchmarks/freesolv_ml.py > runs/freesolv_ml.log 2>&1 &
 
-Any model file works (``--model PATH``); the records name the model file.
+Any model file works (``--model PATH``); the records name the model file, the summary
+(results/freesolv_ml_summary.json) has one entry per model file and the parity plot one series
+per model. A second model, e.g. the ANI-1x MACE of ../shared/pretrained (third-party: import it
+into runs/, never commit it):
+
+    .venv/bin/mlff import mace ../shared/pretrained/mace_ani1x_small/ani500k_small_CC.model \
+        --dtype float32 -o runs/models/mace_ani1x_small_f32.pt
+    .venv/bin/python benchmarks/freesolv_ml.py --model runs/models/mace_ani1x_small_f32.pt
 """
 from __future__ import annotations
 
@@ -81,6 +88,8 @@ def summary(records: list[dict]) -> dict:
 
 
 def plot(records: list[dict], path: Path) -> None:
+    """Parity plot: MM once, then ML/MM for every model in ``records`` (stat. and model error
+    together as the bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,26 +98,31 @@ def plot(records: list[dict], path: Path) -> None:
     records = [r for r in records if r["dG_mm"] is not None]
     if not records:
         return
-    expt = np.array([r["experiment"] for r in records])
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    for key, err, label, style in (("dG_mm", "dG_mm_err", "MM (GAFF)", "s"),
-                                   ("dG_ml_mm", "dG_ml_mm_err", "ML/MM", "o")):
-        y = np.array([r[key] for r in records])
-        yerr = np.array([r[err] for r in records])
+    models = list(dict.fromkeys(r["model_file"] for r in records))
+    mm = {r["system"]: r for r in records}  # the MM value is the same for every model
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    series = [("MM (GAFF)", list(mm.values()), "dG_mm", "dG_mm_err", "s")]
+    series += [(f"ML/MM {m}", [r for r in records if r["model_file"] == m], "dG_ml_mm",
+                "dG_ml_mm_err", "o^vD"[i % 4]) for i, m in enumerate(models)]
+    for label, recs, key, err, style in series:
+        expt = np.array([r["experiment"] for r in recs])
+        y = np.array([r[key] for r in recs])
+        yerr = np.array([r[err] for r in recs])
         if key == "dG_ml_mm":  # statistical and model error together
-            yerr = np.hypot(yerr, [r["model_error"] or 0.0 for r in records])
+            yerr = np.hypot(yerr, [r["model_error"] or 0.0 for r in recs])
         rmse = float(np.sqrt(np.mean((y - expt) ** 2)))
         ax.errorbar(expt, y, yerr=yerr, fmt=style, mfc="none" if style == "s" else None,
-                    capsize=2, label=f"{label}: RMSE {rmse:.2f}")
-    for r in records:
-        ax.annotate(r["system"], (r["experiment"], r["dG_ml_mm"]), fontsize=7, xytext=(3, 3),
+                    capsize=2, label=f"{label}: RMSE {rmse:.2f} (n={len(recs)})")
+    for r in mm.values():
+        ax.annotate(r["system"], (r["experiment"], r["dG_mm"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
+    expt = np.array([r["experiment"] for r in mm.values()])
     lo, hi = expt.min() - 2, expt.max() + 2
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("experiment (kcal/mol)")
     ax.set_ylabel("calculated dG_hyd (kcal/mol)")
-    ax.set_title(f"FreeSolv, ML/MM with {records[0]['model_file']}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("FreeSolv hydration free energies, MM and ML/MM (mechanical embedding)", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -148,7 +162,8 @@ def run_molecule(mm: dict, args, out: Path) -> dict:
         dG_corr_vacuum=ml["dG_corr_vacuum"], dG_corr_vacuum_err=ml["dG_corr_vacuum_err"],
         model_error=ml["model_error"], members_dG_corr=ml.get("members_dG_corr"),
         experiment=mm["expt"], experiment_err=mm.get("expt_err"),
-        in_training_set=mm["system"] in IN_TRAINING_SET,
+        # the training-set split is the default model's; another model's records carry None
+        in_training_set=(mm["system"] in IN_TRAINING_SET) if args.model == "default" else None,
         estimators={leg: ml["legs"][leg]["estimates"] for leg in ("water", "vacuum")},
         fep={leg: {k: {"value": v["value"], "error": v["error"], "warning": v["warning"],
                        "work_std_kT": v["work_std_kT"]}
@@ -206,13 +221,15 @@ def main(argv=None) -> int:
                   f"vacuum {rec['dG_corr_vacuum']:.2f}, expt {rec['experiment']:.2f}; "
                   f"{rec['wall_s']:.0f} s", flush=True)
             write_results(NAME, [rec], keep_previous_by=("system", "model_file"))
-    records = [r for r in json.loads(path.read_text()) if r["model_file"] == model_name]
+    records = json.loads(path.read_text()) if path.exists() else []
     if records:
         from mlff.atomic import atomic_write_text
 
-        atomic_write_text(RESULTS / f"{NAME}_summary.json", json.dumps(summary(records), indent=1))
+        models = dict.fromkeys(r["model_file"] for r in records)
+        summaries = {m: summary([r for r in records if r["model_file"] == m]) for m in models}
+        atomic_write_text(RESULTS / f"{NAME}_summary.json", json.dumps(summaries, indent=1))
         plot(records, RESULTS / f"{NAME}.png")
-        print(json.dumps(summary(records), indent=1))
+        print(json.dumps(summaries[model_name] if model_name in summaries else summaries, indent=1))
     return 0
 
 
