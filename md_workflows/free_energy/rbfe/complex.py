@@ -1,5 +1,6 @@
 """The solvated receptor + two ligands system of a relative ATM run (host-guest or small
-receptors parametrised like ligands: GAFF2/AM1-BCC through :mod:`..parametrize`).
+receptors parametrised like ligands: GAFF2/AM1-BCC through :mod:`..parametrize`; proteins from
+a prepared PDB with an OpenMM force field, :mod:`.receptor`).
 
 Every molecule's OpenMM ForceField XML is written by the ligand pipeline with the same residue
 name (``MOL``) and GAFF's atom type names, so several of them cannot be loaded together: each
@@ -81,7 +82,8 @@ def build_complex(receptor, ligand_a, ligand_b, displacement_nm: Sequence[float]
     Args:
         receptor, ligand_a, ligand_b: :class:`..parametrize.cache.LigandParameters` (from
             :func:`..parametrize.pipeline.parametrize_ligand`, e.g. with ``molecule_file=`` to
-            keep a docked pose and its atom order).
+            keep a docked pose and its atom order); the receptor may instead be a
+            :class:`.receptor.ProteinReceptor` (its residues keep their names and templates).
         displacement_nm: the ATM displacement d (nm), long enough to put B well into the
             solvent (about 2-3 nm beyond the receptor).
         receptor_nm, pose_a_nm, pose_b_nm: coordinates (nm) to use instead of each molecule's
@@ -93,11 +95,20 @@ def build_complex(receptor, ligand_a, ligand_b, displacement_nm: Sequence[float]
     import openmm.app as app
     from openmm import unit
 
+    from .receptor import ProteinReceptor, template_hint
+
     d = np.asarray(displacement_nm, dtype=float).reshape(3)
     work_dir = Path(work_dir)
-    files, parts = [], []
+    files, parts, protein_ff = [], [], []
     for key, params, coords in (("receptor", receptor, receptor_nm), ("ligand_a", ligand_a, pose_a_nm),
                                 ("ligand_b", ligand_b, pose_b_nm)):
+        if isinstance(params, ProteinReceptor):
+            topology, xyz = params.topology_positions()
+            if coords is not None:
+                xyz = np.asarray(coords, dtype=float)
+            protein_ff = list(params.forcefield)
+            parts.append((key, topology, xyz))
+            continue
         residue = RESIDUES[key]
         files.append(prefixed_ffxml(Path(params.ffxml), work_dir / f"{residue}.xml", residue, f"{residue}-"))
         topology, xyz = _molecule(params, coords)
@@ -110,13 +121,18 @@ def build_complex(receptor, ligand_a, ligand_b, displacement_nm: Sequence[float]
         start = modeller.topology.getNumAtoms()
         modeller.add(topology, xyz * unit.nanometer)
         atoms[key] = list(range(start, start + topology.getNumAtoms()))
-    forcefield = app.ForceField("amber14/tip3p.xml", *[str(f) for f in files])
-    modeller.addSolvent(forcefield, model="tip3p", padding=padding_nm * unit.nanometer, neutralize=True)
+    forcefield = app.ForceField(*protein_ff, "amber14/tip3p.xml", *[str(f) for f in files])
     constraint = {"None": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds}[str(constraints)]
-    system = forcefield.createSystem(
-        modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=nonbonded_cutoff_nm * unit.nanometer,
-        constraints=constraint, rigidWater=True, useDispersionCorrection=True,
-        hydrogenMass=None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu)
+    try:
+        modeller.addSolvent(forcefield, model="tip3p", padding=padding_nm * unit.nanometer, neutralize=True)
+        system = forcefield.createSystem(
+            modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=nonbonded_cutoff_nm * unit.nanometer,
+            constraints=constraint, rigidWater=True, useDispersionCorrection=True,
+            hydrogenMass=None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu)
+    except ValueError as exc:
+        if isinstance(receptor, ProteinReceptor) and "template" in str(exc):
+            raise template_hint(exc, receptor) from exc
+        raise
     positions = np.array(modeller.getPositions().value_in_unit(unit.nanometer))
     _check_box(system, positions, atoms, d, nonbonded_cutoff_nm)
     return ATMComplex(modeller.topology, system, positions, atoms, d, files)

@@ -13,6 +13,8 @@ from typing import Any, Dict, Tuple
 
 #: keys of one molecule (receptor or ligand) in the config
 MOLECULE_KEYS = {"smiles", "molecule_file", "charge_method", "experiment", "reference_atoms"}
+#: keys of a receptor: GAFF like a ligand, or a prepared PDB with an OpenMM force field
+RECEPTOR_KEYS = {"smiles", "molecule_file", "charge_method", "pdb", "forcefield"}
 
 
 def _molecule(where: str, values: Any, ligand: bool) -> Dict[str, Any]:
@@ -20,10 +22,26 @@ def _molecule(where: str, values: Any, ligand: bool) -> Dict[str, Any]:
         values = {"smiles": values}
     if not isinstance(values, dict):
         raise ValueError(f"{where}: give a SMILES or a mapping with smiles or molecule_file")
-    allowed = MOLECULE_KEYS if ligand else {"smiles", "molecule_file", "charge_method"}
+    allowed = MOLECULE_KEYS if ligand else RECEPTOR_KEYS
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ValueError(f"unknown keys {unknown} in {where}; valid keys: {sorted(allowed)}")
+    if not ligand and "pdb" in values:  # a protein: the force field's residue templates
+        extra = sorted(set(values) & {"smiles", "molecule_file", "charge_method"})
+        if extra:
+            raise ValueError(f"{where}: a pdb receptor takes an OpenMM force field (forcefield: "
+                             f"[amber14-all.xml, ...]), not {extra}")
+        out = dict(values)
+        out["pdb"] = str(Path(out["pdb"]).expanduser().resolve())
+        if not Path(out["pdb"]).exists():
+            raise ValueError(f"{where}: pdb {out['pdb']} does not exist")
+        if "forcefield" in out:
+            files = out["forcefield"]
+            out["forcefield"] = [files] if isinstance(files, str) else [str(f) for f in files]
+        return out
+    if not ligand and "forcefield" in values:
+        raise ValueError(f"{where}: forcefield is for a pdb receptor; a smiles/molecule_file receptor "
+                         "is GAFF like the ligands (the config's top-level forcefield)")
     if ("smiles" in values) == ("molecule_file" in values):
         raise ValueError(f"{where}: give exactly one of smiles and molecule_file (a .mol/.sdf/.mol2 "
                          "with hydrogens and 3D coordinates; a ligand's file is its pose in the site)")
@@ -47,7 +65,9 @@ class RBFEConfig:
 
     ``receptor``: the host (or a small receptor) as ``{smiles: ...}`` or ``{molecule_file:
     ...}``, GAFF2/AM1-BCC like the ligands (``charge_method: bcc-fixed`` for AM1-BCC at the
-    given geometry, without sqm's optimisation, which takes hours for a 147-atom host). ``ligands``: name -> ``{smiles | molecule_file,
+    given geometry, without sqm's optimisation, which takes hours for a 147-atom host); or a
+    protein as ``{pdb: prepared.pdb, forcefield: [amber14-all.xml]}`` (:mod:`.receptor`; give
+    the ligands as docked molecule files, or ``site_center_nm``). ``ligands``: name -> ``{smiles | molecule_file,
     experiment (dG_bind, kcal/mol; optional), reference_atoms (three atom indices for the
     alignment restraint; optional)}``; a ligand's molecule_file is its pose in the site (the
     receptor's frame), a SMILES ligand is placed at ``site_center_nm`` (default: the receptor's

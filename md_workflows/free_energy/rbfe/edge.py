@@ -27,25 +27,33 @@ DISPLACEMENT_MARGIN_NM = 0.4
 
 
 def parametrize(config: RBFEConfig, cache_dir: Path) -> Dict[str, object]:
-    """LigandParameters of the receptor (key ``receptor``) and of every ligand (by name)."""
+    """LigandParameters of every ligand (by name) and of the receptor (key ``receptor``), or
+    for a pdb receptor its :class:`.receptor.ProteinReceptor` (the force field's templates)."""
     from ..parametrize.pipeline import parametrize_ligand
+    from .receptor import protein_receptor
 
     def one(name, spec):
         return parametrize_ligand(spec.get("smiles"), name=name, forcefield=config.forcefield,
                                   charge_method=spec.get("charge_method", "bcc"), cache_dir=cache_dir,
                                   seed=config.seed, molecule_file=spec.get("molecule_file"))
 
-    out = {"receptor": one("receptor", config.receptor)}
+    out = {"receptor": protein_receptor(config.receptor) if "pdb" in config.receptor
+           else one("receptor", config.receptor)}
     for name, spec in config.ligands.items():
         out[name] = one(name, spec)
     return out
 
 
 def _coordinates(params) -> tuple[np.ndarray, List[int]]:
-    """(positions nm [A, 3], atomic numbers [A]) of a parametrised molecule's own conformer."""
+    """(positions nm [A, 3], atomic numbers [A]) of a parametrised molecule's own conformer
+    (or of a pdb receptor)."""
     import openmm.app as app
     from openmm import unit
 
+    from .receptor import ProteinReceptor
+
+    if isinstance(params, ProteinReceptor):
+        return params.coordinates()
     topology = app.AmberPrmtopFile(str(params.prmtop)).topology
     xyz = np.array(app.AmberInpcrdFile(str(params.inpcrd)).getPositions().value_in_unit(unit.nanometer))
     return xyz, [a.element.atomic_number for a in topology.atoms()]
