@@ -297,7 +297,6 @@ class Trainer:
             batches = self._batches(self.epoch)
             bar = tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {self.epoch + 1}/{o.max_epochs}", unit="batch")
-            running = self.running  # restored by a mid-epoch resume
             while self.batch_in_epoch < len(batches):
                 idx = batches[self.batch_in_epoch][self.rank :: self.world]  # this rank's share
                 batch = self._to_device(G.collate([self.train_graphs[i] for i in idx]))
@@ -318,8 +317,8 @@ class Trainer:
                     self.ema.update(self.potential)
                 self.step += 1
                 self.batch_in_epoch += 1
-                running.append(float(loss.detach()))
-                bar.set_postfix(loss=f"{np.mean(running[-20:]):.4g}")
+                self.running.append(float(loss.detach()))  # restored by a mid-epoch resume
+                bar.set_postfix(loss=f"{np.mean(self.running[-20:]):.4g}")
                 bar.update(1)
                 self.elapsed = time.time() - start_time
                 if self.step % o.checkpoint_every_steps == 0:
@@ -337,7 +336,7 @@ class Trainer:
                 else:
                     self.scheduler.step()
             record = {"epoch": self.epoch + 1, "step": self.step,
-                      "train_loss": float(np.mean(running)) if running else None,
+                      "train_loss": float(np.mean(self.running)) if self.running else None,
                       "valid_loss": valid_loss, "lr": self.optimizer.param_groups[0]["lr"],
                       "seconds": round(self.elapsed, 2), **metrics}
             self.history.append(record)

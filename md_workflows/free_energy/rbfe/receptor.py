@@ -60,9 +60,8 @@ class ProteinReceptor:
 
 def protein_receptor(spec: dict) -> ProteinReceptor:
     """The receptor of a config's ``receptor: {pdb: ..., forcefield: ...}`` entry."""
-    files = spec.get("forcefield") or DEFAULT_PROTEIN_FORCEFIELD
-    files = (files,) if isinstance(files, str) else tuple(str(f) for f in files)
-    return ProteinReceptor(Path(spec["pdb"]), files)
+    # RBFEConfig has made ``forcefield`` a list of file names
+    return ProteinReceptor(Path(spec["pdb"]), tuple(spec.get("forcefield") or DEFAULT_PROTEIN_FORCEFIELD))
 
 
 def template_hint(exc: Exception, receptor: ProteinReceptor) -> ValueError:

@@ -109,7 +109,6 @@ def test_resume_after_kill_matches_uninterrupted(small_data, tmp_path):
     assert [r["valid_loss"] for r in ref_hist] == [r["valid_loss"] for r in res_hist]
 
 
-
 class _StopsAtStep(Trainer):
     """A trainer whose wall-clock budget runs out after ``stop_at`` steps (mid-epoch)."""
 
