@@ -25,6 +25,7 @@ import torch
 
 from mlff.md_workflows.md_config import MDConfig
 from mlff.md_workflows.structure import repartitioned_masses
+from mlff.md_workflows.openmm_platform import platform_and_properties
 from mlff.md_workflows.uq import UQMonitor, UQRecord, UQReporter
 from mlff.units import (
     ANGSTROM_TO_NM, BAR_TO_EV_PER_A3, FS_ASE, FS_TO_PS, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM,
@@ -123,8 +124,7 @@ class OpenMMEngine:
             baro.setRandomNumberSeed(cfg.seed + 2)
             system.addForce(baro)
         name = cfg.platform or ("CUDA" if cfg.device.startswith("cuda") else "CPU")
-        platform = openmm.Platform.getPlatformByName(name)
-        props = {"Threads": str(cfg.threads or torch.get_num_threads())} if name == "CPU" else {}
+        platform, props = platform_and_properties(name, cfg.threads or torch.get_num_threads())
         self.simulation = app.Simulation(topology, system, integrator, platform, props)
         self.num_members = self.ml.num_members
         self.reporter: Optional[UQReporter] = None

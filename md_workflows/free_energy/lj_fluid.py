@@ -283,9 +283,9 @@ def simulate_fluid(
     integrator = openmm.LangevinMiddleIntegrator(
         fluid.temperature_kelvin, friction_per_tau / fluid.tau, timestep_tau * fluid.tau)
     integrator.setRandomNumberSeed(int(seed))
-    properties = {"Threads": str(int(threads))} if platform == "CPU" else {}
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform),
-                             properties)
+    from ..openmm_platform import platform_and_properties
+
+    context = openmm.Context(system, integrator, *platform_and_properties(platform, threads))
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 1.0, 200)
     context.setVelocitiesToTemperature(fluid.temperature_kelvin, int(seed) + 1)

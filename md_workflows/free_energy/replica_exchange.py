@@ -31,7 +31,7 @@ import numpy as np
 
 from mlff.atomic import atomic_write_text
 
-from .sampling import LegSamples, SamplingSettings
+from .sampling import LegSamples, SamplingSettings, _platform
 
 try:
     from tqdm.auto import tqdm
@@ -60,7 +60,6 @@ def run_hrex_leg(out_dir: str | Path, system, positions_nm, states: list[dict[st
         settings: the same settings as independent windows; equilibration_ps is discarded
             from the start of the replica-exchange run (after a minimisation).
     """
-    import openmm
     from openmm import unit
 
     alchemy, cache, mcmc, multistate, ostates = _imports()
@@ -81,8 +80,7 @@ def run_hrex_leg(out_dir: str | Path, system, positions_nm, states: list[dict[st
         raise ValueError(f"replica exchange supports openmmtools alchemical states "
                          f"({sorted(allowed)}), got {sorted(states[0])}: use independent windows")
 
-    platform = openmm.Platform.getPlatformByName(settings.platform)
-    props = {"Threads": str(settings.threads)} if settings.platform == "CPU" else {}
+    platform, props = _platform(settings)
     cache.global_context_cache = cache.ContextCache(platform=platform, platform_properties=props)
 
     equil_iterations = int(round(settings.equilibration_ps / settings.sample_every_ps))

@@ -163,15 +163,12 @@ def prepare_leg(out_dir: str | Path, system, positions_nm, states: list[dict[str
 
 
 def _platform(settings: SamplingSettings):
-    import openmm
+    """(Platform, properties) of the settings (see :mod:`mlff.md_workflows.openmm_platform`:
+    on the CPU this pins the PME kernel's and the ATMForce inner contexts' threads too)."""
+    from ..openmm_platform import platform_and_properties
 
-    platform = openmm.Platform.getPlatformByName(settings.platform)
-    props = {}
-    if settings.platform == "CPU":
-        props["Threads"] = str(settings.threads)
-    if settings.platform in ("CUDA", "OpenCL"):
-        props["Precision"] = "mixed"
-    return platform, props
+    return platform_and_properties(settings.platform, settings.threads if settings.platform == "CPU" else None,
+                                   precision="mixed")
 
 
 def thermostatted_context(system, settings: SamplingSettings, seed: int):
@@ -181,9 +178,10 @@ def thermostatted_context(system, settings: SamplingSettings, seed: int):
     from openmm import unit
 
     if settings.pressure_bar is not None and system.usesPeriodicBoundaryConditions():
-        system.addForce(openmm.MonteCarloBarostat(settings.pressure_bar * unit.bar,
-                                                  settings.temperature_K * unit.kelvin,
-                                                  settings.barostat_every_steps))
+        barostat = openmm.MonteCarloBarostat(settings.pressure_bar * unit.bar, settings.temperature_K * unit.kelvin,
+                                             settings.barostat_every_steps)
+        barostat.setRandomNumberSeed(seed)  # its default (0) draws a new seed every run
+        system.addForce(barostat)
     integrator = openmm.LangevinMiddleIntegrator(settings.temperature_K * unit.kelvin,
                                                  settings.friction_per_ps / unit.picosecond,
                                                  settings.timestep_fs * unit.femtosecond)

@@ -78,9 +78,9 @@ def minimized(system, positions_nm: np.ndarray, platform: str = "CPU", threads: 
     import openmm
     from openmm import unit
 
-    properties = {"Threads": str(threads)} if platform == "CPU" else {}
-    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName(platform),
-                             properties)
+    from ...openmm_platform import platform_and_properties
+
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), *platform_and_properties(platform, threads))
     context.setPositions(positions_nm)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 2000)
     return np.array(context.getState(getPositions=True).getPositions().value_in_unit(unit.nanometer))

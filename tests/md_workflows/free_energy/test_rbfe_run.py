@@ -71,6 +71,15 @@ def test_rbfe_cli_runs_an_edge_and_refuses_a_changed_resume(tmp_path, cache):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "result.json").read_text())["edges"][0]["ddG"] == pytest.approx(edge["ddG"], abs=1e-9)
+    # a window sampled again from scratch repeats its samples bit for bit: the ATMForce's inner
+    # contexts run on the window's thread count and the barostat is seeded (either unpinned,
+    # u_kln differed by up to 1e5 kJ/mol, and one run in three blew up on the CPU platform)
+    window = out / "edges" / "methane~ethane" / "leg" / "window_001"
+    first = np.load(window / "samples.npz")["u_kln"]
+    shutil.rmtree(window)
+    redo = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert np.array_equal(np.load(window / "samples.npz")["u_kln"], first)
     config.write_text(yaml.safe_dump({"rbfe": {**TINY, "cache_dir": cache, "timestep_fs": 1.0}}))
     changed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert changed.returncode == 2 and "timestep_fs" in changed.stderr
