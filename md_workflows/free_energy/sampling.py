@@ -167,8 +167,7 @@ def _platform(settings: SamplingSettings):
     on the CPU this pins the PME kernel's and the ATMForce inner contexts' threads too)."""
     from ..openmm_platform import platform_and_properties
 
-    return platform_and_properties(settings.platform, settings.threads if settings.platform == "CPU" else None,
-                                   precision="mixed")
+    return platform_and_properties(settings.platform, settings.threads, precision="mixed")
 
 
 def thermostatted_context(system, settings: SamplingSettings, seed: int):
