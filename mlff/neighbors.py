@@ -88,6 +88,7 @@ def torch_neighbor_list(
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
     max_pairs_per_chunk: int = DEFAULT_MAX_PAIRS_PER_CHUNK,
+    half: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """Full neighbour list of one structure in pure PyTorch (TorchScript-able, CPU or CUDA).
 
@@ -98,6 +99,9 @@ def torch_neighbor_list(
             nothing is periodic.
         pbc: ``[3]`` bool periodicity flags; ``None`` means non-periodic.
         max_pairs_per_chunk: bound on candidate pairs held in memory at once.
+        half: return each pair once instead (the direction with sender < receiver; for an
+            atom and its own image, the image with the lexicographically positive shift), in
+            no particular order: for pair sums that need no per-edge mirror (:mod:`mlff.nn.dispersion`).
 
     Returns:
         ``edge_index`` ``[2, E]`` int64 (row 0 sender j, row 1 receiver i) and
@@ -218,6 +222,9 @@ def torch_neighbor_list(
         send = img_atom[point]
         unit = point_unit[point] - recv_unit[recv]
         not_self = (send != recv) | (unit != 0).any(dim=1)
+        if half:
+            positive = (unit[:, 0] > 0) | ((unit[:, 0] == 0) & ((unit[:, 1] > 0) | ((unit[:, 1] == 0) & (unit[:, 2] > 0))))
+            not_self = not_self & ((send < recv) | ((send == recv) & positive))
         senders.append(send[not_self])
         receivers.append(recv[not_self])
         units.append(unit[not_self])
@@ -228,6 +235,8 @@ def torch_neighbor_list(
             torch.zeros(0, 3, dtype=torch.long, device=device),
         )
     edge_index = torch.stack([torch.cat(senders), torch.cat(receivers)], dim=0)
+    if half:
+        return edge_index, torch.cat(units, dim=0)
     return mirror_order(edge_index, torch.cat(units, dim=0))
 
 
@@ -288,9 +297,11 @@ def vesin_neighbor_list(
     r_cut: float,
     cell: Optional[Tensor] = None,
     pbc: Optional[Tensor] = None,
+    half: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """Full neighbour list of one structure through vesin (C++); same contract as
-    :func:`torch_neighbor_list`. Computed in float64 on the CPU; results on the input's device."""
+    :func:`torch_neighbor_list` (``half``: each pair once, in vesin's order and orientation).
+    Computed in float64 on the CPU; results on the input's device."""
     import vesin
 
     device = positions.device
@@ -302,10 +313,12 @@ def vesin_neighbor_list(
             torch.zeros(2, 0, dtype=torch.long, device=device),
             torch.zeros(0, 3, dtype=torch.long, device=device),
         )
-    calculator = vesin.NeighborList(cutoff=float(r_cut), full_list=True)
+    calculator = vesin.NeighborList(cutoff=float(r_cut), full_list=not half)
     i, j, s = calculator.compute(points=pos, box=box, periodic=periodic, quantities="ijS")
     edge_index = torch.from_numpy(np.stack([j, i]).astype(np.int64)).to(device)
     unit_shifts = torch.from_numpy(np.asarray(s, dtype=np.int64)).to(device)
+    if half:
+        return edge_index, unit_shifts
     return mirror_order(edge_index, unit_shifts)
 
 

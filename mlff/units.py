@@ -28,6 +28,10 @@ ANGSTROM_TO_NM: float = float(_ase_units.Angstrom / _ase_units.nm)
 #: 1 nm expressed in Angstrom.
 NM_TO_ANGSTROM: float = 1.0 / ANGSTROM_TO_NM
 
+#: the Bohr radius in Angstrom and the Hartree in eV (atomic units of dispersion tables)
+BOHR_TO_ANGSTROM: float = float(_ase_units.Bohr / _ase_units.Angstrom)
+HARTREE_TO_EV: float = float(_ase_units.Hartree / _ase_units.eV)
+
 #: 1 / (4 pi eps0) in kJ nm / (mol e^2): OpenMM's own value (ONE_4PI_EPS0 of its platforms), so
 #: a custom force reproduces NonbondedForce's Coulomb energy to round-off.
 COULOMB_KJ_NM_PER_MOL_E2: float = 138.935456

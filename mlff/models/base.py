@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mlff.dtypes import DTYPES
 from mlff.nn.longrange import LongRange, validate_long_range
-from mlff.nn.priors import build_priors, validate_priors
+from mlff.nn.priors import CONTEXT_PRIORS, build_priors, validate_priors
 
 #: peak memory of an energy + forces call over the sum of its tensor widths (autograd's saved
 #: inputs, temporaries and allocator slack), measured on water boxes (benchmarks/scale.py)
@@ -126,9 +126,11 @@ class EnergyModel(nn.Module):
         self.has_long_range: bool = config.long_range != "none"
         #: whether the model predicts charges (``charges`` in the context)
         self.has_charges: bool = config.long_range in ("charges", "both")
-        #: whether the model reads the context at all (a long-range block, or the structure's
-        #: total charge as an input, as torchmd-net's TensorNet does)
-        self.needs_context: bool = self.has_long_range or bool(getattr(config, "charge_input", False))
+        #: whether the model reads the context at all (a long-range block, a prior that needs
+        #: positions and cells such as D3, or the structure's total charge as an input, as
+        #: torchmd-net's TensorNet does)
+        self.needs_context: bool = (self.has_long_range or bool(getattr(config, "charge_input", False))
+                                    or any(name in CONTEXT_PRIORS for name in config.priors))
         e0 = torch.tensor(config.e0s if config.e0s else [0.0] * self.num_species, dtype=torch.float64)
         self.register_buffer("e0s", e0)
         self.scale = float(config.scale)
@@ -171,7 +173,7 @@ class EnergyModel(nn.Module):
         ``[M, E, 3]`` and the Potential's ``context`` (:mod:`mlff.nn.longrange`)."""
         total = self.scale * readout
         for prior in self.priors:
-            total = total + prior(species, edge_index, lengths)
+            total = total + prior(species, edge_index, lengths, context)
         out = self.e0s[species].unsqueeze(1) + total.t().to(torch.float64) + self.shift
         for block in self.long_range:
             if features is None or vectors is None or context is None:

@@ -13,6 +13,15 @@ runs in TorchScript.
   options, so that a model written by another code with its own rounding of them is
   reproduced exactly (mace-torch's ``ZBLBasis``: 4-digit coefficients, ``0.4543 * 0.529 / (Z^0.3
   + Z^0.3)``, ``k = 14.3996``, inside its scale; see :mod:`mlff.io_import.mace_torch`).
+- ``d3``: Grimme's D3 dispersion with Becke-Johnson damping, two-body (:mod:`mlff.nn.dispersion`):
+  ``{"d3": {"functional": "pbe"}}``, or explicit ``s6``, ``s8``, ``a1``, ``a2`` (Bohr); for a
+  model trained on data without dispersion (a DFT functional without a correction). It reads
+  the Potential's context (positions and cells) and builds its own neighbour list at its
+  cutoff (``cutoff``, ``cn_cutoff``, A; default the ``dftd3`` library's 60 and 40 Bohr).
+
+Every prior is called as ``prior(species [N], edge_index [2, E], lengths [M, E, 1], context)``
+and returns ``[M, N]`` (eV); ``context`` is None unless the model reads it
+(:attr:`~mlff.models.base.EnergyModel.needs_context`, true with a ``d3`` prior).
 
 Priors are written by hand (a few lines) because they run inside the TorchScript-able model.
 """
@@ -22,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from mlff.nn.dispersion import D3Dispersion
 from mlff.nn.radial import PolynomialCutoff
 from mlff.units import COULOMB_EV_A
 
@@ -35,7 +45,10 @@ ZBL_Z_POWER = 0.23
 
 PRIOR_OPTIONS: Dict[str, Sequence[str]] = {
     "zbl": ("radius_scale", "p", "radii", "coefficients", "exponents", "screening_length",
-            "z_power", "coulomb", "weight")}
+            "z_power", "coulomb", "weight"),
+    "d3": ("functional", "s6", "s8", "a1", "a2", "cutoff", "cn_cutoff")}
+#: the priors that read the Potential's context (positions and cells)
+CONTEXT_PRIORS = ("d3",)
 
 
 def validate_priors(priors: Dict[str, Dict[str, float]]) -> None:
@@ -99,7 +112,8 @@ class ZBLRepulsion(nn.Module):
         self.screening_length = float(screening_length)  # attributes, not globals, for TorchScript
         self.coulomb = float(coulomb) * float(weight)
 
-    def forward(self, species: Tensor, edge_index: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, species: Tensor, edge_index: Tensor, lengths: Tensor,
+                context: Optional[Dict[str, Tensor]] = None) -> Tensor:
         send = species.index_select(0, edge_index[0])
         recv = species.index_select(0, edge_index[1])
         r = lengths.squeeze(-1)  # [M, E]
@@ -128,5 +142,8 @@ def build_priors(priors: Dict[str, Dict[str, float]], elements: Sequence[int]) -
             if "p" in kwargs:
                 kwargs["p"] = int(kwargs["p"])
             modules.append(ZBLRepulsion(elements, **kwargs))
+        elif name == "d3":
+            kwargs = {k: float(v) for k, v in options.items() if k != "functional"}
+            modules.append(D3Dispersion(elements, functional=options.get("functional"), **kwargs))
     return modules
 

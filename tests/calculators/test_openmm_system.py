@@ -120,3 +120,21 @@ def test_importing_the_adapter_loads_no_plugins(tmp_path, saved_model):
     here = str(__import__("pathlib").Path(__file__).parent)
     out = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_model_with_the_d3_prior_runs_in_openmm(route, small_potential):
+    """The D3 prior reads positions and cells and builds its own neighbour list inside the
+    model: both OpenMM routes (TorchScript and Python) give the ASE calculator's numbers."""
+    potential = small_potential(priors={"d3": {"functional": "pbe", "cutoff": 10.0}})
+    plain = small_potential()
+    atoms = water_box(3, n_molecules=4, cell=OPENMM_CELL)
+    ml = build_ml_system(potential, atoms, route=route)
+    state = context_of(ml.system, atoms).getState(getEnergy=True, getForces=True)
+    e = state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) / EV_TO_KJ_PER_MOL
+    f = np.asarray(state.getForces(asNumpy=True).value_in_unit(KJ_NM)) * KJ_PER_MOL_PER_NM_TO_EV_PER_A
+    ref, bare = atoms.copy(), atoms.copy()
+    ref.calc, bare.calc = MLFFCalculator(potential), MLFFCalculator(plain)
+    assert ref.get_potential_energy() - bare.get_potential_energy() < -1e-2  # D3 is there
+    assert abs(e - ref.get_potential_energy()) <= 1e-9 * abs(e)
+    np.testing.assert_allclose(f, ref.get_forces(), rtol=0, atol=1e-7)

@@ -215,3 +215,23 @@ def test_cuda_matches_cpu():
     cpu = canonical(*torch_neighbor_list(pos, 4.0, cell, b))
     gpu = canonical(*torch_neighbor_list(pos.cuda(), 4.0, cell.cuda(), b.cuda()))
     np.testing.assert_array_equal(cpu, gpu)
+
+
+@pytest.mark.parametrize("pbc", [[True] * 3, [True, False, True], [False] * 3])
+@pytest.mark.parametrize("seed", range(3))
+def test_half_lists_hold_each_pair_of_the_full_list_once(pbc, seed):
+    """``half=True`` (both backends): every pair of ase's full list exactly once, in one of its
+    two directions, self-images included (small cells: an atom sees itself)."""
+    rng = np.random.default_rng(300 + seed)
+    cell = random_cell(rng, rng.uniform(2.5, 5.0))
+    pos = rng.uniform(0, 1, (int(rng.integers(2, 8)), 3)) @ cell
+    r_cut = rng.uniform(3.0, 7.0)
+    full = {tuple(row) for row in ase_reference(pos, cell, pbc, r_cut)}
+    p, c, b = torch.tensor(pos), torch.tensor(cell), torch.tensor(pbc)
+    for name, fn in (("torch", torch_neighbor_list), ("vesin", vesin_neighbor_list)):
+        half = canonical(*fn(p, r_cut, c, b, half=True))
+        mirrored = {(r, s, -x, -y, -z) for s, r, x, y, z in half}
+        rows = {tuple(row) for row in half}
+        assert len(rows) == len(half) and not rows & mirrored, f"{name}: a pair twice"
+        assert 2 * len(half) == len(full), f"{name}: {len(half)} pairs, full list {len(full)} edges"
+        assert rows | mirrored == full, name
