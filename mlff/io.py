@@ -26,7 +26,7 @@ import torch
 
 from mlff.atomic import atomic_path
 from mlff.dtypes import DTypeLike, dtype_name, parse_dtype
-from mlff.errors import MLFFError, ModelFileError, ModelFileWarning
+from mlff.errors import InputError, MLFFError, ModelFileError, ModelFileWarning
 from mlff.model_migrations import MIGRATIONS
 from mlff.structure_files import first_line
 from mlff.models.potential import Potential
@@ -323,9 +323,19 @@ def resolve_model(
 
     Args:
         model: a model file path, ``"default"`` (the shipped model) or a :class:`Potential`
-            (used as is, not copied, when device and dtype already match).
+            (used as is, not copied, when device and dtype already match); a ``.pt2`` package
+            from ``mlff export --aot`` gives an :class:`~mlff.export.ExportedPotential`.
         device: torch device. dtype: ``None`` keeps the model's dtype.
     """
+    from mlff.export import ExportedPotential, is_exported
+
+    if isinstance(model, ExportedPotential) or (isinstance(model, (str, os.PathLike)) and is_exported(str(model))):
+        exported = model if isinstance(model, ExportedPotential) else ExportedPotential(model)
+        if parse_dtype(dtype) not in (None, exported.model_dtype):
+            raise InputError(f"{exported.path.name} was compiled in {dtype_name(exported.model_dtype)}, not "
+                             f"{dtype_name(parse_dtype(dtype))}: export the model again in that dtype "
+                             "(mlff export MODEL --aot OUT.pt2 --dtype ...)")
+        return exported.to(device)
     if isinstance(model, Potential):
         potential = model
     elif isinstance(model, (str, os.PathLike)):

@@ -27,7 +27,8 @@ Both handle non-periodic systems, any triclinic cell, mixed periodicity and smal
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -258,6 +259,22 @@ def mirror_order(edge_index: Tensor, unit_shifts: Tensor) -> Tuple[Tensor, Tenso
     return torch.cat([half, half.flip(0)], dim=1), torch.cat([half_shifts, -half_shifts], dim=0)
 
 
+#: set by :func:`assume_mirror_order` (a list, so that the flag is mutable module state)
+_ASSUME_MIRROR_ORDER: List[bool] = [False]
+
+
+@contextmanager
+def assume_mirror_order() -> Iterator[None]:
+    """Within the block :func:`mirrored_half` returns ``E/2`` without looking at the data: for
+    tracing a model into a program with a symbolic edge count (:mod:`mlff.export`), whose
+    caller checks the mirror order of its edges instead. Eager Python only."""
+    _ASSUME_MIRROR_ORDER[0] = True
+    try:
+        yield
+    finally:
+        _ASSUME_MIRROR_ORDER[0] = False
+
+
 def mirrored_half(edge_index: Tensor, vectors: Tensor) -> int:
     """``E/2`` when the edges are in :func:`mirror_order` (edge ``k + E/2`` is edge ``k``
     reversed, with its vector negated exactly), else 0. ``vectors``: ``[..., E, 3]``.
@@ -269,6 +286,9 @@ def mirrored_half(edge_index: Tensor, vectors: Tensor) -> int:
     """
     n = edge_index.shape[1]
     half = n // 2
+    if not torch.jit.is_scripting():
+        if _ASSUME_MIRROR_ORDER[0]:
+            return half
     if n == 0 or n % 2 != 0:
         return 0
     if not bool(torch.equal(edge_index[0, half:], edge_index[1, :half])):

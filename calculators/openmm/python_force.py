@@ -72,6 +72,10 @@ class MLFFEvaluator:
         from mlff.models.registry import model_type_of
 
         state = {k: v for k, v in self.__dict__.items() if k != "potential"}
+        state["device"] = str(self.device)
+        if not isinstance(self.potential, Potential):  # an exported .pt2 package: its path
+            state["_exported"] = str(self.potential.path)
+            return state
         model = self.potential.model
         state["_model"] = {
             "model_type": model_type_of(model),
@@ -85,6 +89,14 @@ class MLFFEvaluator:
     def __setstate__(self, state: Dict[str, object]) -> None:
         from mlff.models.registry import build_model
 
+        if "_exported" in state:
+            from mlff.export import ExportedPotential
+
+            path = state.pop("_exported")
+            self.__dict__.update(state)
+            self.device = torch.device(str(state["device"]))
+            self.potential = ExportedPotential(path)
+            return
         data = state.pop("_model")
         model = build_model(data["model_type"], data["config"])
         model.load_state_dict(data["state_dict"], strict=True)

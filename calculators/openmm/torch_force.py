@@ -25,6 +25,7 @@ from mlff import graph as G
 from mlff.calculators.openmm.plugins import load_torch_plugins
 from mlff.calculators.openmm.selection import ElementsLike, ml_selection
 from mlff.dtypes import DTypeLike
+from mlff.errors import InputError
 from mlff.io import ModelLike, clone_potential, resolve_model
 from mlff.models.potential import Potential
 from mlff.neighbors import torch_neighbor_list
@@ -192,6 +193,9 @@ def make_torch_module(
     from e3nn.util import jit as e3nn_jit
 
     potential = resolve_model(model, device, dtype)
+    if not isinstance(potential, Potential):  # an ExportedPotential (.pt2): no TorchScript inside
+        raise InputError(f"{getattr(potential, 'path', model)} is an ahead-of-time compiled package, which "
+                         "the TorchScript route cannot embed: use route='python' for it, or the model file")
     if potential is model:
         potential = clone_potential(potential)
     n_particles, ml, _, species = ml_selection(elements, atoms, potential)

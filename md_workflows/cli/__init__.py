@@ -28,7 +28,7 @@ EXIT_USER_ERROR = 2
 
 #: The parser builders of every subcommand, in ``mlff --help`` order.
 _ADDERS = (data.add_label, data.add_sample, data.add_stats, data.add_dataset, train.add_train,
-           train.add_eval, models.add_import, models.add_info, md.add_md, md.add_relax, md.add_analyze, md.add_demo,
+           train.add_eval, models.add_import, models.add_info, models.add_export, md.add_md, md.add_relax, md.add_analyze, md.add_demo,
            data.add_label_demo, fe.add_fe)
 
 #: File errors -> the fix the message suggests.

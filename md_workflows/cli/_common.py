@@ -21,6 +21,7 @@ COMMANDS: Dict[str, str] = {
     "label-demo": "sample and label alanine dipeptide with GFN2-xTB (the data side of the suite)",
     "import": "import a model trained by another code (mace-torch .model, torchmd-net TensorNet .ckpt) as an mlff model file",
     "info": "what a model file holds: config, elements, calibration, provenance, checksum status",
+    "export": "compile a model ahead of time (torch.export + AOTInductor) into a .pt2 package that runs without TorchScript",
     "fe": "alchemical free energies: hydration (MBAR/BAR/TI/EXP) and relative binding by ATM (resumable)",
 }
 

@@ -1,5 +1,5 @@
-"""``mlff import`` (models trained by other codes -> mlff model files) and ``mlff info``
-(what a model file holds).
+"""``mlff import`` (models trained by other codes -> mlff model files), ``mlff info`` (what a
+model file holds) and ``mlff export`` (a model compiled ahead of time into a .pt2 package).
 
 Building the parser imports only the standard library; the importer runs when called.
 """
@@ -90,6 +90,42 @@ def run_import(args: argparse.Namespace) -> int:
           f"(elements {list(c.elements)}, {c.channels} channels, max_L {c.max_L}, "
           f"correlation {c.correlation}, {c.num_interactions} interactions, r_cut {c.r_cut:g} A, "
           f"{n_params} parameters, {args.dtype}{''.join(', ' + e for e in extras)})")
+    return 0
+
+
+def add_export(sub: Subparsers) -> None:
+    """``mlff export MODEL --aot OUT.pt2``."""
+    p = sub.add_parser("export", help=COMMANDS["export"], description=COMMANDS["export"] + (
+        ". The package holds the weights and compiled C++ for this CPU (a build of a few "
+        "minutes); the ASE calculator, mlff md with --engine ase and the OpenMM python route "
+        "take it wherever they take a model file (MODEL.pt2). Models with a long-range block, "
+        "the d3 prior or a total-charge input cannot be exported yet."))
+    p.add_argument("model", help="model file or 'default' (the shipped ensemble)")
+    p.add_argument("--aot", required=True, metavar="OUT.pt2", help="the package to write")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="compile the network in this dtype (default: the model's)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT.pt2")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import time
+
+    from mlff.atomic import check_writable
+    from mlff.export import ExportedPotential, export_aot
+    from mlff.io import resolve_model
+
+    out = Path(args.aot)
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    check_writable(out.parent, "output folder")
+    potential = resolve_model(args.model, "cpu", args.dtype)
+    start = time.perf_counter()
+    export_aot(potential, out, metadata={"source": str(args.model)})
+    exported = ExportedPotential(out)
+    print(f"{out}: {exported.metadata['model_type']} with {exported.num_members} member(s), elements "
+          f"{exported.elements}, r_cut {exported.r_cut:g} A, {exported.metadata['dtype']}, compiled in "
+          f"{time.perf_counter() - start:.0f} s ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
