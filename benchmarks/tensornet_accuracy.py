@@ -99,7 +99,11 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / NAME))
     p.add_argument("--models", nargs="*", default=["mace", "tensornet"])
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of both trainings")
     args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     mace_params = n_params(MACE)
     models = {"mace": MACE, "tensornet": matched_tensornet(mace_params)}
     print(f"parameters: MACE {mace_params:,}, TensorNet {n_params(models['tensornet']):,} "
@@ -112,7 +116,7 @@ def main() -> None:
         for split, errs in res["splits"].items():
             for metric, value in errs.items():
                 records.append(record(NAME, split, 0, metric, value, None, None, dtype="float32",
-                                      threads=2, vers=versions("e3nn"), model=name,
+                                      threads=args.threads, vers=versions("e3nn"), model=name,
                                       params=res["params"], training=res["training"],
                                       budget_s=args.budget_s, hyperparameters=models[name]))
     write_results(NAME, records, keep_previous_by=("system", "metric", "model"))

@@ -97,8 +97,8 @@ def add_export(sub: Subparsers) -> None:
     """``mlff export MODEL --aot OUT.pt2``."""
     p = sub.add_parser("export", help=COMMANDS["export"], description=COMMANDS["export"] + (
         ". The package holds the weights and compiled C++ for this CPU (a build of a few "
-        "minutes); the ASE calculator, mlff md with --engine ase and the OpenMM python route "
-        "take it wherever they take a model file (MODEL.pt2). Models with a long-range block, "
+        "minutes); the ASE calculator (MLFFCalculator(model='OUT.pt2')) and the OpenMM python "
+        "route take it wherever they take a model file. Models with a long-range block, "
         "the d3 prior or a total-charge input cannot be exported yet."))
     p.add_argument("model", help="model file or 'default' (the shipped ensemble)")
     p.add_argument("--aot", required=True, metavar="OUT.pt2", help="the package to write")
