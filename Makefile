@@ -38,6 +38,8 @@ bench: setup
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/longrange_cost.py
 	$(PY) benchmarks/soak.py
+	$(PY) benchmarks/d3.py
+	$(PY) benchmarks/export_aot.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
 bench-fe: setup

@@ -66,24 +66,27 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="*", default=["float32", "float64"])
     p.add_argument("--peers", nargs="*", default=["torchmd-net", "mlff-mace"],
                    help="which comparisons: torchmd-net's TensorNet, and/or this project's MACE")
+    p.add_argument("--ours", choices=["tensornet", "tensornet_aot"], default="tensornet",
+                   help="our side: the model as the ASE calculator runs it, or its mlff export --aot package")
     p.add_argument("--force", action="store_true", help="remeasure what the results already hold")
     p.add_argument("--pause", type=int, nargs="*", default=[],
                    help="PIDs whose process groups are stopped while timing (a background job)")
     args = p.parse_args()
     vers = versions("e3nn")
-    done = {(r["system"], r["dtype"], r["peer_kind"]) for r in previous()}
+    ours_kind = None if args.ours == "tensornet" else args.ours  # None: the rows from before --ours
+    done = {(r["system"], r["dtype"], r["peer_kind"], r.get("ours_kind")) for r in previous()}
     with tempfile.TemporaryDirectory() as tmp:
         atoms, paths = structures(Path(tmp))
         for name in args.systems:
             for dtype in args.dtypes:
                 for kind in args.peers:
-                    if (name, dtype, kind) in done and not args.force:
+                    if (name, dtype, kind, ours_kind) in done and not args.force:
                         print(f"{name} {dtype} vs {kind}: already measured", file=sys.stderr)
                         continue
                     repeats = REPEATS[name]
                     with paused(args.pause):
                         try:
-                            ours = run_ours("tensornet", paths[name], dtype, args.threads, repeats)
+                            ours = run_ours(args.ours, paths[name], dtype, args.threads, repeats)
                         except RuntimeError as exc:  # killed for memory, for example
                             ours = {"ms_per_call": None, "n_params": None, "n_edges": None,
                                     "max_rss_MB": None, "ms_all": None, "error": str(exc)[-500:]}
@@ -107,8 +110,9 @@ def main() -> None:
                                  peer_max_rss_MB=peer.get("max_rss_MB") if peer else None,
                                  ms_all=ours["ms_all"], peer_ms_all=peer.get("ms_all") if peer else None,
                                  peer_error=error, ours_error=ours.get("error"),
-                                 peer_install=peer_info() if kind == "torchmd-net" else None)
-                    write_results(NAME, [rec], keep_previous_by=("system", "dtype", "peer_kind"))
+                                 peer_install=peer_info() if kind == "torchmd-net" else None,
+                                 ours_kind=ours_kind)
+                    write_results(NAME, [rec], keep_previous_by=("system", "dtype", "peer_kind", "ours_kind"))
                     speed = f"{rec['speedup']:.2f}x" if rec["speedup"] else f"failed: {ours.get('error') or error}"
                     print(f"{name} {dtype}: mlff TensorNet {ours['ms_per_call'] or float('nan'):.1f} ms, {kind} "
                           f"{peer['ms_per_call'] if peer else float('nan'):.1f} ms -> {speed}", file=sys.stderr)
@@ -117,16 +121,17 @@ def main() -> None:
 
 def table() -> None:
     """The markdown table of benchmarks/README.md from the results."""
-    rows = sorted(previous(), key=lambda r: (r["peer_kind"], r["n_atoms"], r["dtype"]))
-    print("| system | atoms | dtype | vs | mlff TensorNet (ms) | peer (ms) | speedup | params ours / peer |")
-    print("|---|---:|---|---|---:|---:|---:|---:|")
+    rows = sorted(previous(), key=lambda r: (r.get("ours_kind") or "", r["peer_kind"], r["n_atoms"], r["dtype"]))
+    print("| system | atoms | dtype | mlff | vs | mlff TensorNet (ms) | peer (ms) | speedup | params ours / peer |")
+    print("|---|---:|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         peer = f"{r['peer_value']:.1f}" if r["peer_value"] else "failed"
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         pp = f"{r['peer_n_params']:,}" if r.get("peer_n_params") else "-"
         ours = f"{r['ours']:.1f}" if r["ours"] else "failed"
         params = f"{r['n_params']:,}" if r.get("n_params") else "-"
-        print(f"| {r['system']} | {r['n_atoms']} | {r['dtype']} | {r['peer_kind']} | {ours} | "
+        print(f"| {r['system']} | {r['n_atoms']} | {r['dtype']} | {r.get('ours_kind') or 'tensornet'} | "
+              f"{r['peer_kind']} | {ours} | "
               f"{peer} | {speed} | {params} / {pp} |")
 
 
