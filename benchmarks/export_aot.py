@@ -1,6 +1,6 @@
 """Ahead-of-time compiled packages (``mlff export --aot``) against TorchScript and eager.
 
-Two models: the shipped default (a 4-member MACE ensemble, float64 as shipped) and a TensorNet
+Two models: the shipped default (a 4-member MACE ensemble, float32 as shipped) and a TensorNet
 of torchmd-net's default size (128 channels, 2 layers, 32 radial functions, r_cut 5 A, random
 weights, float32). Each is exported once (the compile time is recorded; packages are kept in
 runs/export_aot/ and reused). Energy + forces (+ stress for the boxes) per call on ethanol and

@@ -91,6 +91,30 @@ def summarise(name: str, out: Path) -> dict:
             "training": meta.get("training", {}), "splits": splits}
 
 
+def speed(model: Path) -> dict:
+    """Median ms per energy + forces of a trained model through the ASE calculator (2 threads;
+    graph building included) on ethanol and alanine dipeptide."""
+    import ase.io
+    import torch
+    from ase.build import molecule
+
+    from _common import median_time
+    from mlff.assets_path import asset
+    from mlff.calculators.ase import MLFFCalculator
+
+    torch.set_num_threads(2)
+    calc = MLFFCalculator(model=model)
+    out = {}
+    for system, atoms in (("ethanol", molecule("CH3CH2OH")),
+                          ("alanine_dipeptide", ase.io.read(asset("examples/alanine_dipeptide_conformers.xyz"), 0))):
+        def call():
+            calc.reset()
+            atoms.calc = calc
+            atoms.get_forces()
+        out[system] = 1e3 * median_time(call, 20, warmup=3)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=3600.0, help="training seconds per model")
@@ -119,6 +143,11 @@ def main() -> None:
                                       threads=args.threads, vers=versions("e3nn"), model=name,
                                       params=res["params"], training=res["training"],
                                       budget_s=args.budget_s, hyperparameters=models[name]))
+    for name in args.models:
+        for system, ms in speed(Path(args.out) / name / "model.pt").items():
+            records.append(record(NAME, system, 0, "ms_per_energy_forces_ase", ms, None, None, dtype="float32",
+                                  threads=2, vers=versions("e3nn"), model=name, params=results[name]["params"]))
+            print(f"{name} {system}: {ms:.1f} ms per energy + forces (ASE calculator, 2 threads)", file=sys.stderr)
     write_results(NAME, records, keep_previous_by=("system", "metric", "model"))
     print("| model | params | epochs | split | force MAE (meV/A) | energy MAE (meV/atom) |")
     print("|---|---:|---:|---|---:|---:|")
