@@ -28,7 +28,8 @@ from torch import Tensor
 
 import mlff.graph as G
 from mlff.errors import InputError
-from mlff.neighbors import assume_mirror_order
+from mlff.neighbors import assume_mirror_order, mirrored_half
+from mlff.nn.priors import CONTEXT_PRIORS
 
 #: the format written into the package's metadata
 EXPORT_FORMAT = "mlff-aot"
@@ -38,12 +39,14 @@ INPUTS = (G.POSITIONS, G.SPECIES, G.CELL, G.EDGE_INDEX, G.UNIT_SHIFTS)
 
 
 def _export_blockers(potential) -> List[str]:
+    """Why a model reads the Potential's context (:attr:`~mlff.models.base.EnergyModel.needs_context`),
+    which the program cannot feed: its code branches on the cell's periodicity."""
     model = potential.model
-    blockers = []
+    if not model.needs_context:
+        return []
+    blockers = [f"the {name} prior" for name in sorted(model.config.priors) if name in CONTEXT_PRIORS]
     if model.has_long_range:
         blockers.append(f"long_range {model.config.long_range!r}")
-    if any(name in ("d3",) for name in model.config.priors):
-        blockers.append("the d3 prior")
     if getattr(model.config, "charge_input", False):
         blockers.append("charge_input")
     return blockers
@@ -67,14 +70,12 @@ def _for_tracing(potential):
     e3nn's spherical harmonics as plain Python (its TorchScript function fixes the shapes)."""
     from mlff.io import clone_potential
 
-    pot = clone_potential(potential)  # a rebuild: deepcopy fails on e3nn's TorchScript functions
-    pot.model.edge_chunk = 0
-    pot.model.atom_chunk = 0
-    pot._plan_chunks = lambda n_edges, n_atoms: None  # the chunk plan needs concrete sizes
-    try:
-        from e3nn.o3 import _spherical_harmonics as sh
-    except ImportError:  # pragma: no cover - e3nn is a dependency
-        return pot
+    from e3nn.o3 import _spherical_harmonics as sh
+
+    # a rebuild (deepcopy fails on e3nn's TorchScript functions); its model has no chunks, and
+    # none are planned: the plan needs concrete sizes
+    pot = clone_potential(potential)
+    pot._plan_chunks = lambda n_edges, n_atoms: None
     for module in pot.modules():
         if isinstance(module, sh.SphericalHarmonics):
             module.sph_func = sh._spherical_harmonics
@@ -204,11 +205,7 @@ class ExportedPotential:
         if n < 2 or e < 4:
             raise InputError(f"the exported program needs at least 2 atoms and 2 pairs within r_cut "
                              f"({n} atoms, {e // 2} pairs here): use the model file for such structures")
-        half = e // 2
-        mirrored = (e % 2 == 0 and torch.equal(edge_index[0, half:], edge_index[1, :half])
-                    and torch.equal(edge_index[1, half:], edge_index[0, :half])
-                    and torch.equal(unit_shifts[half:], -unit_shifts[:half]))
-        if not mirrored:
+        if mirrored_half(edge_index, unit_shifts) != e // 2:  # reversed edges have negated shifts
             raise InputError("the exported program needs its edges in mirror order (edge k + E/2 is edge k "
                              "reversed), as mlff's neighbour lists give them: build the graph with "
                              "mlff.graph.atoms_to_graph")
@@ -225,7 +222,7 @@ class ExportedPotential:
 
 def _batch_dim(key: str) -> int:
     """The axis along which a Potential output concatenates over graphs."""
-    if key.startswith("member_") or key in ("member_energy",):
+    if key.startswith("member_"):
         return 1
     return 0
 

@@ -83,7 +83,6 @@ class MLFFEvaluator:
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "std_scale": float(self.potential.std_scale),
         }
-        state["device"] = str(self.device)
         return state
 
     def __setstate__(self, state: Dict[str, object]) -> None:
