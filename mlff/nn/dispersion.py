@@ -11,9 +11,9 @@ The tables (reference C6 and CN, D3 covalent radii, ``Q = sqrt(0.5 <r4>/<r2> sqr
 functionals' damping parameters come from ``tad-dftd3`` (and ``tad-mctc``) when the model is
 built, cut down to the model's elements; the sum itself is written here because it runs inside
 the TorchScript-able model on the members' strained positions (forces and stress from the
-Potential's one backward pass), with its own periodic neighbour list
-(:func:`mlff.neighbors.torch_neighbor_list`) at the dispersion cutoff, which is far longer than
-any model's. Cutoffs are hard, as in the ``dftd3`` library, whose defaults they are (60 Bohr for
+Potential's one backward pass), with its own periodic half neighbour list at the dispersion
+cutoff, which is far longer than any model's (vesin when eager, the pure-PyTorch
+:func:`mlff.neighbors.torch_neighbor_list` under TorchScript). Cutoffs are hard, as in the ``dftd3`` library, whose defaults they are (60 Bohr for
 the pairs, 40 for CN): the energy jump there is below 1e-8 eV per pair. The three-body (ATM)
 term is not included: compare with ``dftd3`` at ``s9 = 0``.
 
