@@ -92,8 +92,8 @@ def summarise(name: str, out: Path) -> dict:
 
 
 def speed(model: Path) -> dict:
-    """Median ms per energy + forces of a trained model through the ASE calculator (2 threads;
-    graph building included) on ethanol and alanine dipeptide."""
+    """``{system: (atoms, median ms per energy + forces)}`` of a trained model through the ASE
+    calculator (2 threads; graph building included) on ethanol and alanine dipeptide."""
     import ase.io
     import torch
     from ase.build import molecule
@@ -111,7 +111,7 @@ def speed(model: Path) -> dict:
             calc.reset()
             atoms.calc = calc
             atoms.get_forces()
-        out[system] = 1e3 * median_time(call, 20, warmup=3)
+        out[system] = (len(atoms), 1e3 * median_time(call, 20, warmup=3))
     return out
 
 
@@ -144,8 +144,8 @@ def main() -> None:
                                       params=res["params"], training=res["training"],
                                       budget_s=args.budget_s, hyperparameters=models[name]))
     for name in args.models:
-        for system, ms in speed(Path(args.out) / name / "model.pt").items():
-            records.append(record(NAME, system, 0, "ms_per_energy_forces_ase", ms, None, None, dtype="float32",
+        for system, (n_atoms, ms) in speed(Path(args.out) / name / "model.pt").items():
+            records.append(record(NAME, system, n_atoms, "ms_per_energy_forces_ase", ms, None, None, dtype="float32",
                                   threads=2, vers=versions("e3nn"), model=name, params=results[name]["params"]))
             print(f"{name} {system}: {ms:.1f} ms per energy + forces (ASE calculator, 2 threads)", file=sys.stderr)
     write_results(NAME, records, keep_previous_by=("system", "metric", "model"))
