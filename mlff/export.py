@@ -20,6 +20,7 @@ input), because their code branches on the cell's periodicity.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -128,14 +129,33 @@ def export_aot(potential, path: Union[str, Path], metadata: Optional[Dict[str, o
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.pt2")
-    # assert_indirect_indexing off: Inductor 2.9's CPU bounds check on gathered indices does not
-    # compile for MACE's kernels; ExportedPotential checks species and edge indices instead
-    torch._inductor.aoti_compile_and_package(
-        exported, package_path=str(tmp),
-        inductor_configs={"assert_indirect_indexing": False,
-                          "aot_inductor.metadata": {"mlff": json.dumps(meta, default=str)}})
+    _compile(exported, tmp, meta)
     tmp.replace(path)  # atomic: a killed build leaves no half package under the final name
     return path
+
+
+def _compile(exported, package: Path, meta: Dict[str, object]) -> None:
+    """AOTInductor-compile ``exported`` into ``package``. Inductor 2.9's vectorised C++ code
+    generation fails on some kernels with a bare AssertionError in ``CppVecKernel.store`` (seen
+    on a single-member float64 TensorNet with 16 channels): then the build is retried once with
+    scalar kernels (``cpp.simdlen`` 1), slower but the same numbers, and says so in a warning
+    and in the package's metadata (``vectorized``)."""
+    # assert_indirect_indexing off: Inductor 2.9's CPU bounds check on gathered indices does not
+    # compile for MACE's kernels; ExportedPotential checks species and edge indices instead
+    configs: Dict[str, object] = {"assert_indirect_indexing": False}
+    for vectorized in (True, False):
+        if not vectorized:
+            configs["cpp.simdlen"] = 1  # no SIMD width matches 1 bit: scalar kernels
+        configs["aot_inductor.metadata"] = {"mlff": json.dumps({**meta, "vectorized": vectorized}, default=str)}
+        try:
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(package),
+                                                     inductor_configs=dict(configs))
+            return
+        except AssertionError:
+            if not vectorized:
+                raise
+            warnings.warn("AOTInductor's vectorised C++ code generation failed on this model "
+                          "(an Inductor bug); compiling scalar kernels instead (slower)", RuntimeWarning)
 
 
 class ExportedPotential:

@@ -122,3 +122,35 @@ def test_a_mace_model_exports_exactly(small_potential, tmp_path):
         got = program(g, compute_stress=periodic)
         for key in ref:
             torch.testing.assert_close(got[key], ref[key], rtol=1e-10, atol=1e-10, msg=key)
+
+
+def test_a_vectorised_codegen_failure_is_retried_with_scalar_kernels(tmp_path, monkeypatch):
+    """Inductor 2.9's vectorised C++ store fails with a bare AssertionError on some kernels
+    (a single-member float64 TensorNet): the build is retried once with scalar kernels and
+    the package's metadata says so; a failure of the scalar build too is raised."""
+    import json
+
+    import mlff.export as export
+
+    calls = []
+
+    def fake_compile(exported, package_path, inductor_configs):
+        calls.append(inductor_configs)
+        if inductor_configs.get("cpp.simdlen") != 1:
+            raise AssertionError
+        open(package_path, "wb").close()
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
+    package = tmp_path / "p.pt2"
+    with pytest.warns(RuntimeWarning, match="scalar kernels"):
+        export._compile(None, package, {"format": "x"})
+    assert package.exists() and len(calls) == 2
+    assert [json.loads(c["aot_inductor.metadata"]["mlff"])["vectorized"] for c in calls] == [True, False]
+    assert all(c["assert_indirect_indexing"] is False for c in calls)
+
+    def always_fails(exported, package_path, inductor_configs):
+        raise AssertionError
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", always_fails)
+    with pytest.warns(RuntimeWarning), pytest.raises(AssertionError):
+        export._compile(None, tmp_path / "q.pt2", {})
