@@ -24,9 +24,10 @@ setup: $(PY)
 demo: setup
 	$(VENV)/bin/mlff demo
 
-# two pytest-xdist workers (one torch thread each, tests/conftest.py), a test file per worker
+# two pytest-xdist workers (one torch thread each, tests/conftest.py), a test file per worker;
+# the 30 slowest tests are listed at the end (the suite is kept under about 30 min with install)
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30
 
 bench: setup
 	$(PY) benchmarks/neighbors.py
@@ -40,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/d3.py
 	$(PY) benchmarks/export_aot.py
+	$(PY) benchmarks/newest_torch.py
 
 # free-energy validations: hours on 2 cores, resumable (rerun after a stop)
 bench-fe: setup
