@@ -66,7 +66,8 @@ def main() -> None:
         out = pot(graph, compute_forces=True)
         return graph, out
 
-    for _ in range(3):
+    # one warm-up on the large box (a call there takes about a minute), three elsewhere
+    for _ in range(1 if len(atoms) > 5000 else 3):
         graph, out = call()
     times = []
     for _ in range(repeats):
