@@ -4,11 +4,13 @@ mace at module level, so it runs in both). Prints one JSON line.
 
 Energy + forces per call (times in ms, energies in eV)::
 
-    python _imported_side.py call {mlff,mace-torch} MODEL.model STRUCTURE.xyz float32|float64 THREADS REPEATS WARMUP
+    python _imported_side.py call {mlff,mlff-aot,mace-torch} MODEL.model STRUCTURE.xyz float32|float64 THREADS REPEATS WARMUP
 
 -> ``ms_per_call`` (median of REPEATS calls after WARMUP calls), ``energy`` (eV, of the first
-call), ``params``, ``max_rss_MB``. mlff: ``import_mace(MODEL, dtype)``; mace-torch: the pickled
-module itself, cast to ``dtype``. Loading and the neighbour list are outside the timing on both
+call), ``params``, ``max_rss_MB``. mlff: ``import_mace(MODEL, dtype)``; mlff-aot: that model
+compiled by ``mlff export --aot`` (once per file and dtype, cached in runs/imported_aot/, which
+git ignores: the models are third-party and their conversions are never committed; the
+compile is not timed); mace-torch: the pickled module itself, cast to ``dtype``. Loading and the neighbour list are outside the timing on both
 sides.
 
 OpenMM MD steps per second (through :func:`openmm_md.worker`)::
@@ -51,6 +53,33 @@ def build_mlff(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn.Mod
     return pot, call
 
 
+def build_mlff_aot(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn.Module, Callable[[], float]]:
+    """mlff-aot: the imported Potential compiled into a .pt2 package (cached) and a call through
+    :class:`~mlff.export.ExportedPotential` returning the energy (eV); the Potential is returned
+    for its parameter count."""
+    import hashlib
+
+    from mlff.export import ExportedPotential, export_aot
+    from mlff.graph import atoms_to_graph
+    from mlff.io_import.mace_torch import import_mace
+
+    name = "float32" if dtype == torch.float32 else "float64"
+    pot, _ = import_mace(model_file, dtype=name)
+    pot.eval()
+    digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()[:16]
+    package = HERE.parent / "runs" / "imported_aot" / f"{Path(model_file).stem}_{digest}_{name}.pt2"
+    if not package.exists():
+        package.parent.mkdir(parents=True, exist_ok=True)
+        export_aot(pot, package)
+    program = ExportedPotential(package)
+    graph = atoms_to_graph(atoms, program.r_cut, program.elements, dtype=torch.float64)
+
+    def call() -> float:
+        return float(program(graph, compute_forces=True)["energy"].sum())
+
+    return pot, call
+
+
 def build_peer(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn.Module, Callable[[], float]]:
     """mace-torch: the pickled model cast to ``dtype`` and a call returning the energy (eV)."""
     from mace import data
@@ -78,7 +107,8 @@ def time_calls(model_file: str, side: str, path: str, dtype_name: str, threads: 
     torch.set_num_threads(threads)
     dtype = torch.float32 if dtype_name == "float32" else torch.float64
     atoms = ase.io.read(path)
-    model, call = (build_mlff if side == "mlff" else build_peer)(model_file, atoms, dtype)
+    builder = {"mlff": build_mlff, "mlff-aot": build_mlff_aot, "mace-torch": build_peer}[side]
+    model, call = builder(model_file, atoms, dtype)
     energy = call()  # the first warm-up call
     seconds = median_time(call, repeats, warmup=max(warmup - 1, 0))
     return {"ms_per_call": 1e3 * seconds, "energy": energy, "n_atoms": len(atoms),

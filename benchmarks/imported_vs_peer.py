@@ -19,10 +19,11 @@ ANI-1x MACE (``mace_ani1x_small``, H C N O, 64x0e, r_max 5 A), the SPICE MACE
 
 The peer is benchmarks/.peer-venv (made on first use, see mace_vs_peer.py and openmm_md.py) or
 the interpreter named by ``MLFF_PEER_PYTHON``. Conversions are written to a temporary folder
-only (the models are third-party; see ../shared/pretrained/PROVENANCE.md).
+only, and ``--ours mlff-aot``'s compiled packages to runs/imported_aot/, which git ignores (the
+models are third-party; see ../shared/pretrained/PROVENANCE.md).
 
 Usage: python benchmarks/imported_vs_peer.py [--threads 2] [--repeats 10] [--models ...]
-       [--systems ...] [--dtypes ...] [--no-md] [--resume] [--quick]
+       [--systems ...] [--dtypes ...] [--no-md] [--ours mlff|mlff-aot] [--resume] [--quick]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ MD_SYSTEM = "alanine_dipeptide_vacuum"
 ENERGY_RTOL = 1e-8
 #: glibc malloc settings equivalent to what ``import mlff`` sets (see mace_vs_peer.py)
 MALLOC_TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-IDENTITY = ("model", "system", "dtype", "metric")
+IDENTITY = ("model", "system", "dtype", "metric", "ours_kind")
 
 
 # --- structures (positions in A) ---------------------------------------------------------------
@@ -199,6 +200,9 @@ def main() -> int:
     parser.add_argument("--dtypes", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--md-steps", type=int, default=40, help="timed MD steps (after 5 warm-up steps)")
     parser.add_argument("--no-md", action="store_true", help="skip the OpenMM MD rows")
+    parser.add_argument("--ours", choices=["mlff", "mlff-aot"], default="mlff",
+                        help="mlff's side: the imported model as it is, or compiled by mlff export --aot "
+                             "(rows with ours_kind 'mlff-aot'; the MD rows run only with 'mlff')")
     parser.add_argument("--no-peer-malloc-tuned", action="store_true",
                         help="skip the extra mace-torch run with mlff's glibc malloc settings")
     parser.add_argument("--resume", action="store_true",
@@ -217,7 +221,8 @@ def main() -> int:
         else:
             print(f"skipping {folder}: {path} is absent (third-party models live in ../shared/pretrained)",
                   file=sys.stderr)
-    do_md = not args.no_md and any(m in MD_MODELS for m in present)
+    ours_kind = None if args.ours == "mlff" else args.ours  # None: the rows from before --ours
+    do_md = not args.no_md and args.ours == "mlff" and any(m in MD_MODELS for m in present)
     peer = peer_python(do_md)
     probe = ("import importlib.metadata as m; print(m.version('mace-torch'), m.version('e3nn'), "
              + ("m.version('openmmml'))" if do_md else "'-')"))
@@ -254,11 +259,11 @@ def main() -> int:
                 if args.quick:
                     warmup = 2
                 for dtype in args.dtypes:
-                    if (folder, system, dtype, "ms_per_call") in done:
+                    if (folder, system, dtype, "ms_per_call", ours_kind) in done:
                         print(f"{folder} {system} {dtype}: in the results already (--resume)", file=sys.stderr)
                         continue
                     side_args = [model_file, str(path), dtype, str(args.threads), str(repeats), str(warmup)]
-                    ours = run_side(sys.executable, ["call", "mlff", *side_args], args.threads)
+                    ours = run_side(sys.executable, ["call", args.ours, *side_args], args.threads)
                     theirs = run_side(peer, ["call", "mace-torch", *side_args], args.threads)
                     extra = {}
                     if not args.no_peer_malloc_tuned:
@@ -274,7 +279,8 @@ def main() -> int:
                                 lower_is_better=True, model=folder, energy_rel_diff=rel,
                                 energy_eV=ours["energy"], peer_energy_eV=theirs["energy"], repeats=repeats,
                                 warmup=warmup, params=ours["params"], peer_params=theirs["params"],
-                                max_rss_MB=ours["max_rss_MB"], peer_max_rss_MB=theirs["max_rss_MB"], **extra))
+                                max_rss_MB=ours["max_rss_MB"], peer_max_rss_MB=theirs["max_rss_MB"],
+                                ours_kind=ours_kind, **extra))
                     print(f"{folder} {system} {dtype}: mlff {ours['ms_per_call']:.1f} ms, mace-torch "
                           f"{theirs['ms_per_call']:.1f} ms, energy rel diff {rel:.1e}", file=sys.stderr)
 
@@ -282,7 +288,7 @@ def main() -> int:
             md_file = write_md_system(tmp)
             warmup = 2 if args.quick else 5
             for folder in (m for m in present if m in MD_MODELS):
-                if (folder, MD_SYSTEM, "float32", "steps_per_s") in done:
+                if (folder, MD_SYSTEM, "float32", "steps_per_s", None) in done:
                     print(f"{folder} MD: in the results already (--resume)", file=sys.stderr)
                     continue
                 model_file = str(PRETRAINED / folder / MODELS[folder][0])
@@ -318,7 +324,7 @@ def main() -> int:
     for r in records:
         tuned = r.get("peer_malloc_tuned_ms_per_call")
         rel = r.get("energy_rel_diff")
-        print(f"| {r['model']} | {r['system']} | {r['n_atoms']} | {r['dtype']} | {r['metric']} | "
+        print(f"| {r['model']}{' (.pt2)' if r.get('ours_kind') else ''} | {r['system']} | {r['n_atoms']} | {r['dtype']} | {r['metric']} | "
               f"{r['ours']:.2f} | {r['peer_value']:.2f} | {r['speedup']:.2f}x | "
               f"{'-' if tuned is None else f'{tuned:.2f}'} | {'-' if rel is None else f'{rel:.1e}'} |")
     if records:
