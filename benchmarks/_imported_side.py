@@ -38,14 +38,20 @@ from _common import median_time  # noqa: E402  (standard library only: fine in t
 HERE = Path(__file__).resolve().parent
 
 
-def build_mlff(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn.Module, Callable[[], float]]:
-    """mlff: the imported Potential (eval mode) and a call returning the energy (eV)."""
+def _imported(model_file: str, atoms, dtype: torch.dtype):
+    """The imported Potential (eval mode) and the graph of ``atoms`` for it."""
+    from mlff.dtypes import dtype_name
     from mlff.graph import atoms_to_graph
     from mlff.io_import.mace_torch import import_mace
 
-    pot, _ = import_mace(model_file, dtype="float32" if dtype == torch.float32 else "float64")
+    pot, _ = import_mace(model_file, dtype=dtype_name(dtype))
     pot.eval()
-    graph = atoms_to_graph(atoms, pot.r_cut, pot.elements, dtype=torch.float64)
+    return pot, atoms_to_graph(atoms, pot.r_cut, pot.elements, dtype=torch.float64)
+
+
+def build_mlff(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn.Module, Callable[[], float]]:
+    """mlff: the imported Potential (eval mode) and a call returning the energy (eV)."""
+    pot, graph = _imported(model_file, atoms, dtype)
 
     def call() -> float:
         return float(pot(graph, compute_forces=True)["energy"].sum())
@@ -59,20 +65,15 @@ def build_mlff_aot(model_file: str, atoms, dtype: torch.dtype) -> Tuple[torch.nn
     for its parameter count."""
     import hashlib
 
+    from mlff.dtypes import dtype_name
     from mlff.export import ExportedPotential, export_aot
-    from mlff.graph import atoms_to_graph
-    from mlff.io_import.mace_torch import import_mace
 
-    name = "float32" if dtype == torch.float32 else "float64"
-    pot, _ = import_mace(model_file, dtype=name)
-    pot.eval()
+    pot, graph = _imported(model_file, atoms, dtype)
     digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()[:16]
-    package = HERE.parent / "runs" / "imported_aot" / f"{Path(model_file).stem}_{digest}_{name}.pt2"
+    package = HERE.parent / "runs" / "imported_aot" / f"{Path(model_file).stem}_{digest}_{dtype_name(dtype)}.pt2"
     if not package.exists():
-        package.parent.mkdir(parents=True, exist_ok=True)
-        export_aot(pot, package)
+        export_aot(pot, package)  # makes the folder
     program = ExportedPotential(package)
-    graph = atoms_to_graph(atoms, program.r_cut, program.elements, dtype=torch.float64)
 
     def call() -> float:
         return float(program(graph, compute_forces=True)["energy"].sum())

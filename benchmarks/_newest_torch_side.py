@@ -11,7 +11,6 @@ Usage: python _newest_torch_side.py OUTDIR
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 import traceback
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_time, versions  # noqa: E402  (standard library only: runs in both venvs)
 
 #: small models: weights random (seeded), saved once by the reference side so both sides load
 #: the same files
@@ -122,14 +122,7 @@ def main() -> None:
     def _speed():
         pot = load_model(paths["default"])
         g = atoms_to_graph(atoms["water192"], pot.r_cut, pot.elements, pot.model_dtype)
-        for _ in range(2):
-            pot(g, compute_forces=True)
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            pot(g, compute_forces=True)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return round(statistics.median(times), 1)
+        return round(1e3 * median_time(lambda: pot(g, compute_forces=True), 5, warmup=2), 1)
 
     @check("ASE calculator (default model): energy, forces, 50 steps of NVE MD")
     def _ase():
@@ -244,13 +237,7 @@ def main() -> None:
         return ", ".join(p.name for p in others)
 
     np.savez(out / f"outputs_{tag}.npz", **OUTPUTS)
-    import importlib.metadata as md
-    vers = {"torch": torch.__version__}
-    for dist in ("e3nn", "ase", "openmm", "openmmtorch", "vesin", "vesin-torch", "tad-dftd3", "numpy"):
-        try:
-            vers[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            vers[dist] = None
+    vers = versions("e3nn", "ase", "openmm", "openmmtorch", "vesin", "vesin-torch", "tad-dftd3", "numpy")
     (out / f"checks_{tag}.json").write_text(json.dumps({"versions": vers, "checks": CHECKS}, indent=1))
     print(json.dumps({"tag": tag, "n_checks": len(CHECKS), "failed": [c["check"] for c in CHECKS if not c["ok"]]}))
 
