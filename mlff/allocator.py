@@ -75,7 +75,7 @@ def tune_once() -> bool:
 
 
 #: the thresholds while calls are chunked (:func:`bound_for_chunks`, bytes)
-CHUNKED_THRESHOLD = 256 << 20
+CHUNKED_THRESHOLD = 64 << 20
 _bounded = False
 
 
@@ -83,12 +83,15 @@ def bound_for_chunks() -> bool:
     """Lower the thresholds to :data:`CHUNKED_THRESHOLD` once a call is chunked
     (:mod:`mlff.nn.edge_chunks`), for the rest of the process.
 
-    With 1 GiB thresholds glibc serves every chunk's tensors from the heap and cannot give back
-    the holes they leave between longer-lived tensors. Measured on 12,288 water atoms in a 6 GB
-    budget (benchmarks/scale.py's model): 1 GiB: 9.2 GB resident, 30 s per call; 256 MiB:
-    7.8 GB, 31 s; 64 MiB: 6.4 GB, 49 s (every large block page-faulted anew). A budget is a
-    bound on memory first; 256 MiB keeps it nearly for free. Only where :func:`tune_once`
-    raised them.
+    With 1 GiB thresholds glibc serves every tensor from the heap and cannot give back the holes
+    that the chunks' tensors leave between longer-lived ones. At 64 MiB the chunks' own tensors
+    (edge chunks of 16,384 edges and atom chunks of 2,048 atoms: a few to a few tens of MB)
+    stay in the heap and are reused, while every whole-system tensor is mapped and unmapped.
+    Measured with benchmarks/scale.py's MACE (float32, 2 threads, those chunk sizes), s per call
+    / peak resident memory: 12,288 water atoms: 256 MiB 16 s / 6.6 GB, 64 MiB 21 s / 4.4 GB,
+    32 MiB 25 s / 4.2 GB, 8 MiB 36 s / 3.7 GB; 49,152 atoms: 256 MiB 101 s / 20.7 GB, 64 MiB
+    89 s / 10.2 GB (the 256 MiB heap pushed the machine's memory, and 98,304 atoms ran out of
+    it). A budget is a bound on memory first. Only where :func:`tune_once` raised them.
     """
     global _bounded
     if _bounded or not _applied:

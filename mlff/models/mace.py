@@ -202,7 +202,8 @@ class InteractionBlock(nn.Module):
     @torch.jit.unused
     def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, attrs: Tensor, edge_radial: Tensor,
                       x: Tensor) -> Tensor:
-        return chunked_edge_sum(self.edge_sums, edge_index, x.shape[1], edge_chunk, [attrs, edge_radial], [x])
+        return chunked_edge_sum(self.edge_sums, edge_index, x.shape[1], edge_chunk, [attrs, edge_radial], [x],
+                                sender_axis=1)
 
     def forward(
         self,

@@ -250,7 +250,7 @@ class Interaction(nn.Module):
 
     @torch.jit.unused
     def _chunked_sums(self, edge_index: Tensor, edge_chunk: int, rbf: Tensor, cut: Tensor, y: Tensor) -> Tensor:
-        return chunked_edge_sum(self.edge_sums, edge_index, y.shape[1], edge_chunk, [rbf, cut], [y])
+        return chunked_edge_sum(self.edge_sums, edge_index, y.shape[1], edge_chunk, [rbf, cut], [y], sender_axis=1)
 
     def self_messages(self, y: Tensor, rbf0: Tensor) -> Tensor:
         """The self-loop messages ``f(0) Y_i`` ``[M, N, 9, C]`` (``rbf0`` ``[M, 1, K]``: the basis

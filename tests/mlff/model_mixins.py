@@ -277,11 +277,14 @@ class ModelTests:
             one = pot(graph, compute_stress=True)
             assert pot.model.edge_chunk == 0
             pot.set_memory_budget(1e-9)
-            chunked = pot(graph, compute_stress=True)
-            assert 0 < pot.model.edge_chunk < graph[G.EDGE_INDEX].shape[1]
-            assert 0 < pot.model.atom_chunk < graph[G.POSITIONS].shape[0]
-            for key in ("member_energy", "member_forces", "member_stress"):
-                torch.testing.assert_close(chunked[key], one[key], rtol=1e-12, atol=1e-12)
+            # sender windows (edge_chunks.sender_windows) on, then off (whole node tensors)
+            for rows_per_atom in (1e9, 0):
+                monkeypatch.setattr(edge_chunks, "MAX_WINDOW_ROWS_PER_ATOM", rows_per_atom)
+                chunked = pot(graph, compute_stress=True)
+                assert 0 < pot.model.edge_chunk < graph[G.EDGE_INDEX].shape[1]
+                assert 0 < pot.model.atom_chunk < graph[G.POSITIONS].shape[0]
+                for key in ("member_energy", "member_forces", "member_stress"):
+                    torch.testing.assert_close(chunked[key], one[key], rtol=1e-12, atol=1e-12)
         pot.train()
         grads = []
         for budget in (0, 1e-9):
