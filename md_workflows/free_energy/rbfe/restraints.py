@@ -8,7 +8,7 @@
   the site) on three reference atoms each, so that the displacement puts each ligand where the
   other was, in a similar pose: a harmonic distance between B's first atom and A's first atom
   + d, and ``k (1 - cos)`` terms on the angle between the first-to-second atom axes and on
-  the dihedral-like angle between the third atoms about that axis.
+  the angle between the planes of the two reference triples (their normals).
 
 Both act on the real coordinates (they are outside the ATMForce), and both are the same in
 every ATM state, so they cancel from the relative binding free energy as long as they hold
@@ -51,14 +51,18 @@ def add_centroid_restraint(system, reference_atoms: Sequence[int], ligand_atoms:
     return system.addForce(force)
 
 
-#: x1..z3: ligand A's reference atoms, x4..z6: ligand B's; d: B's offset from A (nm)
+#: x1..z3: ligand A's reference atoms, x4..z6: ligand B's; d: B's offset from A (nm). The psi
+#: term compares the normals of the two reference planes (a x c and b x f: each ligand's own
+#: first-to-second and first-to-third atom vectors), which vanish only for collinear reference
+#: atoms. (Projecting both third atoms on A's axis instead, as this once did, divides by zero
+#: whenever B's third-atom vector lines up with A's axis: a minimised toy edge put 2e7
+#: kJ/mol/nm on one atom there and the window blew up.)
 _ALIGNMENT = (
     "0.5*kd*((x4-x1-dx)^2+(y4-y1-dy)^2+(z4-z1-dz)^2) + 0.5*kt*(1-cost) + 0.5*kp*(1-cosp);"
     "cost=(ax*bx+ay*by+az*bz)/(la*lb);"
-    "cosp=(pax*pbx+pay*pby+paz*pbz)/sqrt((pax^2+pay^2+paz^2)*(pbx^2+pby^2+pbz^2));"
-    "pax=cx-ce*ax/la; pay=cy-ce*ay/la; paz=cz-ce*az/la;"
-    "pbx=fx-fe*ax/la; pby=fy-fe*ay/la; pbz=fz-fe*az/la;"
-    "ce=(cx*ax+cy*ay+cz*az)/la; fe=(fx*ax+fy*ay+fz*az)/la;"
+    "cosp=(nax*nbx+nay*nby+naz*nbz)/sqrt((nax^2+nay^2+naz^2)*(nbx^2+nby^2+nbz^2));"
+    "nax=ay*cz-az*cy; nay=az*cx-ax*cz; naz=ax*cy-ay*cx;"
+    "nbx=by*fz-bz*fy; nby=bz*fx-bx*fz; nbz=bx*fy-by*fx;"
     "la=sqrt(ax^2+ay^2+az^2); lb=sqrt(bx^2+by^2+bz^2);"
     "ax=x2-x1; ay=y2-y1; az=z2-z1; bx=x5-x4; by=y5-y4; bz=z5-z4;"
     "cx=x3-x1; cy=y3-y1; cz=z3-z1; fx=x6-x4; fy=y6-y4; fz=z6-z4"
@@ -71,7 +75,7 @@ def add_alignment_restraint(system, reference_a: Sequence[int], reference_b: Seq
     """Alignment of ligand B (reference atoms ``reference_b``, in the solvent at A + d) with
     ligand A (``reference_a``, in the site); returns the force's index. Zero when B's reference
     atoms are A's translated by ``displacement_nm``; the angle terms see only directions (B's
-    axis against A's, and the third atoms' directions about A's axis)."""
+    axis against A's, and B's reference plane against A's)."""
     import openmm
 
     if len(reference_a) != 3 or len(reference_b) != 3:

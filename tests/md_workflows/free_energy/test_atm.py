@@ -150,10 +150,9 @@ def test_atm_system_refuses_what_a_displacement_would_change():
 def _alignment_numpy(x, d, kd, kt, kp):
     a, b = x[1] - x[0], x[4] - x[3]
     c, f = x[2] - x[0], x[5] - x[3]
-    axis = a / np.linalg.norm(a)
-    pa, pb = c - (c @ axis) * axis, f - (f @ axis) * axis
+    na, nb = np.cross(a, c), np.cross(b, f)  # the reference planes' normals
     cos_t = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-    cos_p = pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb)
+    cos_p = na @ nb / np.linalg.norm(na) / np.linalg.norm(nb)
     return 0.5 * kd * np.sum((x[3] - x[0] - d) ** 2) + 0.5 * kt * (1 - cos_t) + 0.5 * kp * (1 - cos_p)
 
 
@@ -175,6 +174,16 @@ def test_alignment_and_centroid_restraints():
         assert _energy(ctx, {0}) == pytest.approx(_alignment_numpy(y, D, 1000.0, 40.0, 30.0), rel=1e-9)
         ctx.setPositions([openmm.Vec3(*p) for p in y + np.array([0.7, -0.2, 1.1])])  # rigid translation
         assert _energy(ctx, {0}) == pytest.approx(_alignment_numpy(y, D, 1000.0, 40.0, 30.0), rel=1e-9)
+    # B's third-atom vector along A's first axis (where a psi measured about A's axis divides
+    # by zero) and its plane flipped: finite forces, the energy of the flipped plane
+    y = x.copy()
+    y[:3] = [[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0]]
+    y[3:6] = np.array([[0.0, 0.0, 0.0], [0.0, 0.1, 0.0], [0.1 + 1e-7, 1e-7, 0.0]]) + D
+    ctx.setPositions([openmm.Vec3(*p) for p in y])
+    forces = ctx.getState(getForces=True, groups={0}).getForces(asNumpy=True).value_in_unit(
+        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
+    assert np.all(np.isfinite(forces)) and np.abs(forces).max() < 1e4
+    assert _energy(ctx, {0}) == pytest.approx(_alignment_numpy(y, D, 1000.0, 40.0, 30.0), rel=1e-6)
     centroid = a.mean(axis=0)  # equal masses
     r = np.linalg.norm(centroid)
     expected = 0.5 * 500.0 * max(r - 0.1, 0.0) ** 2
