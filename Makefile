@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/train_vs_peer.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/longrange_cost.py
+	$(PY) benchmarks/longrange_vs_torchpme.py
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/d3.py
 	$(PY) benchmarks/export_aot.py
