@@ -74,31 +74,38 @@ def tune_once() -> bool:
     return _applied
 
 
-#: the thresholds while calls are chunked (:func:`bound_for_chunks`, bytes)
+#: the thresholds while calls are chunked, per 4 bytes of the model's float type
+#: (:func:`bound_for_chunks`, bytes: 64 MiB for float32, 128 MiB for float64)
 CHUNKED_THRESHOLD = 64 << 20
-_bounded = False
+_bounded = 0  # the threshold applied for chunked calls (0: none yet)
 
 
-def bound_for_chunks() -> bool:
-    """Lower the thresholds to :data:`CHUNKED_THRESHOLD` once a call is chunked
-    (:mod:`mlff.nn.edge_chunks`), for the rest of the process.
+def bound_for_chunks(itemsize: int = 4) -> bool:
+    """Lower the thresholds to :data:`CHUNKED_THRESHOLD` x ``itemsize`` / 4 once a call is
+    chunked (:mod:`mlff.nn.edge_chunks`; ``itemsize``: bytes per element of the model's float
+    type), for the rest of the process (a later call with a larger type raises them to its own).
 
     With 1 GiB thresholds glibc serves every tensor from the heap and cannot give back the holes
-    that the chunks' tensors leave between longer-lived ones. At 64 MiB the chunks' own tensors
-    (edge chunks of 16,384 edges and atom chunks of 2,048 atoms: a few to a few tens of MB)
-    stay in the heap and are reused, while every whole-system tensor is mapped and unmapped.
-    Measured with benchmarks/scale.py's MACE (float32, 2 threads, those chunk sizes), s per call
-    / peak resident memory: 12,288 water atoms: 256 MiB 16 s / 6.6 GB, 64 MiB 21 s / 4.4 GB,
-    32 MiB 25 s / 4.2 GB, 8 MiB 36 s / 3.7 GB; 49,152 atoms: 256 MiB 101 s / 20.7 GB, 64 MiB
-    89 s / 10.2 GB (the 256 MiB heap pushed the machine's memory, and 98,304 atoms ran out of
-    it). A budget is a bound on memory first. Only where :func:`tune_once` raised them.
+    that the chunks' tensors leave between longer-lived ones. At these thresholds the chunks' own
+    tensors (edge chunks of 16,384 edges and atom chunks of 2,048 atoms: a few to a few tens of
+    MB, twice that in float64) stay in the heap and are reused, while every whole-system tensor
+    is mapped and unmapped. Measured with benchmarks/scale.py's MACE (2 threads, those chunk
+    sizes), s per call / peak resident memory: float32, 12,288 water atoms: 256 MiB 16 s /
+    6.6 GB, 64 MiB 21 s / 4.4 GB, 32 MiB 25 s / 4.2 GB, 8 MiB 36 s / 3.7 GB; 49,152 atoms:
+    256 MiB 101 s / 20.7 GB, 64 MiB 89 s / 10.2 GB (the 256 MiB heap pushed the machine's
+    memory, and 98,304 atoms ran out of it). Float64, 12,288 atoms: 1 GiB 24 s / 12.7 GB,
+    256 MiB 44 s / 8.5 GB, 128 MiB 45 s / 7.8 GB, 64 MiB 63 s / 7.5 GB (its per-edge radial
+    weights of one chunk pass 64 MiB). A budget is a bound on memory first. Only where
+    :func:`tune_once` raised them.
     """
     global _bounded
-    if _bounded or not _applied:
-        return _bounded
-    _bounded = tune_glibc_malloc(CHUNKED_THRESHOLD)
-    logger.debug("glibc malloc thresholds lowered to %d bytes for chunked calls", CHUNKED_THRESHOLD)
-    return _bounded
+    threshold = CHUNKED_THRESHOLD * max(int(itemsize), 1) // 4
+    if not _applied or threshold <= _bounded:
+        return _bounded > 0
+    if tune_glibc_malloc(threshold):
+        _bounded = threshold
+    logger.debug("glibc malloc thresholds lowered to %d bytes for chunked calls", threshold)
+    return _bounded > 0
 
 
 def malloc_tuned() -> bool:

@@ -77,7 +77,9 @@ class Potential(nn.Module):
         self.model.edge_chunk, self.model.atom_chunk = plan_chunks(n_edges, n_atoms, self.memory_gb,
                                                                    self.model.memory_costs())
         if self.model.edge_chunk > 0 or self.model.atom_chunk > 0:
-            bound_for_chunks()  # a budget bounds resident memory, not only live tensors
+            # a budget bounds resident memory, not only live tensors (thresholds by float size)
+            weight = next(self.model.parameters(), None)
+            bound_for_chunks(weight.element_size() if weight is not None else 4)
 
     def forward(
         self,

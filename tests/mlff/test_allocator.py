@@ -77,3 +77,19 @@ def test_opt_out_and_bad_threshold(monkeypatch):
     if sys.platform.startswith("linux"):
         with pytest.raises(ValueError, match="threshold_bytes"):
             tune_glibc_malloc(0)
+
+
+def test_chunked_calls_lower_the_thresholds_by_float_size(monkeypatch):
+    """64 MiB for float32 chunks, 128 MiB for float64; a smaller type never lowers them again."""
+    from mlff import allocator
+
+    applied = []
+    monkeypatch.setattr(allocator, "_applied", True)
+    monkeypatch.setattr(allocator, "_bounded", 0)
+    monkeypatch.setattr(allocator, "tune_glibc_malloc", lambda t: applied.append(t) or True)
+    assert allocator.bound_for_chunks(4) and applied == [64 << 20]
+    assert allocator.bound_for_chunks(8) and applied == [64 << 20, 128 << 20]
+    assert allocator.bound_for_chunks(4) and applied == [64 << 20, 128 << 20]
+    monkeypatch.setattr(allocator, "_applied", False)  # thresholds never raised: left alone
+    monkeypatch.setattr(allocator, "_bounded", 0)
+    assert not allocator.bound_for_chunks(8) and len(applied) == 2
