@@ -43,9 +43,9 @@ MEMORY_ENV = "MLFF_MEMORY_GB"
 #: smallest chunks worth their per-chunk overhead (edges, atoms)
 MIN_CHUNK_EDGES = 2048
 MIN_CHUNK_ATOMS = 256
-#: largest chunks: a call that must be chunked anyway runs fastest with chunks about this size
-#: (their tensors stay in cache; float32 MACE on 12,288 water atoms: 14.6 s per call with
-#: 17,192-edge chunks, 20.8 s with 68,768), so a large budget does not make chunks larger
+#: largest chunks: a call that must be chunked anyway runs fastest with chunks about this size,
+#: so a large budget does not make chunks larger (float32 MACE on 24,576 water atoms: 33 s per
+#: call with 2,048-atom chunks, 51-53 s with 8,000; edge chunks of 16,384 or 100,000 alike)
 MAX_CHUNK_EDGES = 16384
 MAX_CHUNK_ATOMS = 2048
 #: sender windows above this many rows per atom (no spatial order in the atom numbering) are
@@ -114,7 +114,7 @@ def chunked_edge_sum(
     Every group's inputs are cut from one gather and one :func:`torch.split`, whose backward
     passes assemble each full-size gradient once; a per-group ``index_select`` of a whole tensor
     would instead give every group a zero-filled gradient of the whole tensor, a cost of edges x
-    groups that made 98,304 atoms 2.7x slower per atom than 1,536. ``sender_axis``: set it when
+    groups (part of why 98,304 atoms once ran 2.7x slower per atom than 1,536). ``sender_axis``: set it when
     ``fn`` reads the node tensors only at the senders (along that axis); each group then gets
     windows of them holding just its senders (:func:`sender_windows`), for the same reason.
     """
