@@ -49,8 +49,8 @@ LONG_RANGE_DEFAULTS: Dict[str, float] = {
     # B-spline order and oversampling of that mesh; order 8 with oversampling 1 is 5x cheaper
     # than the default for water at 4x torch-pme's tuned accuracy (benchmarks/README.md,
     # "Ewald sums vs torch-pme"); the defaults stay, so existing model files keep their numbers
-    "mesh_order": 6,
-    "mesh_oversample": 2.0,
+    "mesh_order": mesh.ORDER,
+    "mesh_oversample": mesh.OVERSAMPLE,
 }
 
 
